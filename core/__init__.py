@@ -1,0 +1,14 @@
+"""Amortised invariance learning: the modality-free core.
+
+Shape legend used in every docstring and shape comment of this project:
+    B batch, V views, A augmentation factors (descriptor dim), M training descriptors, D embedding,
+    C channels, H/W height/width, F mel bins, T frames, N tokens, P prompt tokens, U unique descriptors
+    in a batch. Few-shot code uses words (``n_way``, ``k_shot``, ``n_query``) so K never means two things.
+
+The conditioning input is called ``invariance`` everywhere: one descriptor for the batch ``(A,)`` or one per
+sample ``(B, A)``. An integer index into an :class:`InvarianceSpace` is an ``invariance_id``.
+"""
+
+from core.invariance import InvarianceDescriptor, InvarianceSpace, quantize
+
+__all__ = ["InvarianceDescriptor", "InvarianceSpace", "quantize"]
