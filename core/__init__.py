@@ -10,5 +10,15 @@ sample ``(B, A)``. An integer index into an :class:`InvarianceSpace` is an ``inv
 """
 
 from core.invariance import InvarianceDescriptor, InvarianceSpace, quantize
+from core.losses import InfoNCELoss, MoCoV3Loss, NTXentLoss
+from core.queues import DescriptorQueues
 
-__all__ = ["InvarianceDescriptor", "InvarianceSpace", "quantize"]
+__all__ = [
+    "DescriptorQueues",
+    "InfoNCELoss",
+    "InvarianceDescriptor",
+    "InvarianceSpace",
+    "MoCoV3Loss",
+    "NTXentLoss",
+    "quantize",
+]
