@@ -1,0 +1,240 @@
+"""Hyper-ResNet: a ResNet whose block convolutions are generated from an invariance descriptor.
+
+The stem convolution and every BatchNorm are ordinary parameters shared by all descriptors; each residual block
+embeds the descriptor once and generates each of its kernels (both convs of a BasicBlock, all three of a
+Bottleneck, and the projection shortcut) with its own :class:`~core.hypernet.KernelGenerator` (paper, A.1.1).
+Bottlenecks follow ResNet v1.5 (stride on the 3x3 conv), as in torchvision, so a torchvision checkpoint can warm
+start the model exactly (:meth:`HyperResNet.load_resnet_state_dict`).
+
+The modality packages name the variants (``vision.hyper_resnet50``, ``audio.hyper_resnet18``); this module only
+knows depths, ``in_chans`` and widths.
+
+References:
+    - [0] Amortised Invariance Learning for Contrastive Self-Supervision, 2023, https://arxiv.org/abs/2302.12712
+    - [1] Deep Residual Learning for Image Recognition, He et al., 2016, https://arxiv.org/abs/1512.03385
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from core.hypernet import BlockEmbedding, Conditioning, HyperConv2d
+from core.invariance import InvarianceSpace
+
+DEPTHS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+}
+
+
+class HyperBasicBlock(nn.Module):
+    """Two generated 3x3 convolutions with an identity or generated 1x1 projection shortcut."""
+
+    expansion = 1
+
+    def __init__(self, in_chans: int, planes: int, stride: int, num_factors: int, embed_dim: int,
+                 hidden_dim: int) -> None:
+        super().__init__()
+        gen = {"embed_dim": embed_dim, "hidden_dim": hidden_dim}
+        self.embed = BlockEmbedding(num_factors, embed_dim)
+        self.conv1 = HyperConv2d(in_chans, planes, 3, stride=stride, padding=1, **gen)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = HyperConv2d(planes, planes, 3, padding=1, **gen)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.last_bn = self.bn2
+        self.downsample = _shortcut(in_chans, planes, stride, gen)
+
+    def forward(self, x: Tensor, cond: Conditioning) -> Tensor:
+        z = self.embed(cond.invariance)  # (U, E), once per block
+        out = F.relu(self.bn1(self.conv1(x, z, cond.split_sizes)))
+        out = self.bn2(self.conv2(out, z, cond.split_sizes))
+        shortcut = x if self.downsample is None else self.downsample(x, z, cond.split_sizes)
+        return F.relu(out + shortcut)
+
+
+class HyperBottleneck(nn.Module):
+    """Generated 1x1 → 3x3 (strided) → 1x1 convolutions, ResNet v1.5, with expansion 4."""
+
+    expansion = 4
+
+    def __init__(self, in_chans: int, planes: int, stride: int, num_factors: int, embed_dim: int,
+                 hidden_dim: int) -> None:
+        super().__init__()
+        gen = {"embed_dim": embed_dim, "hidden_dim": hidden_dim}
+        out_chans = planes * self.expansion
+        self.embed = BlockEmbedding(num_factors, embed_dim)
+        self.conv1 = HyperConv2d(in_chans, planes, 1, **gen)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = HyperConv2d(planes, planes, 3, stride=stride, padding=1, **gen)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = HyperConv2d(planes, out_chans, 1, **gen)
+        self.bn3 = nn.BatchNorm2d(out_chans)
+        self.last_bn = self.bn3
+        self.downsample = _shortcut(in_chans, out_chans, stride, gen)
+
+    def forward(self, x: Tensor, cond: Conditioning) -> Tensor:
+        z = self.embed(cond.invariance)  # (U, E), once per block
+        out = F.relu(self.bn1(self.conv1(x, z, cond.split_sizes)))
+        out = F.relu(self.bn2(self.conv2(out, z, cond.split_sizes)))
+        out = self.bn3(self.conv3(out, z, cond.split_sizes))
+        shortcut = x if self.downsample is None else self.downsample(x, z, cond.split_sizes)
+        return F.relu(out + shortcut)
+
+
+class HyperShortcut(nn.Module):
+    """Generated 1x1 projection followed by BatchNorm, for blocks that change shape."""
+
+    def __init__(self, in_chans: int, out_chans: int, stride: int, embed_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.conv = HyperConv2d(in_chans, out_chans, 1, stride=stride, embed_dim=embed_dim, hidden_dim=hidden_dim)
+        self.bn = nn.BatchNorm2d(out_chans)
+
+    def forward(self, x: Tensor, z: Tensor, split_sizes: list[int] | None) -> Tensor:
+        return self.bn(self.conv(x, z, split_sizes))
+
+
+def _shortcut(in_chans: int, out_chans: int, stride: int, gen: dict) -> HyperShortcut | None:
+    if stride == 1 and in_chans == out_chans:
+        return None
+    return HyperShortcut(in_chans, out_chans, stride, **gen)
+
+
+class HyperResNet(nn.Module):
+    """ResNet-18/34/50 with descriptor-generated block kernels; ``forward(x, invariance)``.
+
+    Args:
+        space: The invariance space the model is conditioned on (A = ``space.dim``); saved with the model.
+        depth: 18, 34 (BasicBlock) or 50 (Bottleneck).
+        in_chans: Input channels (3 for images, 1 for spectrograms).
+        width: Channels of the first stage (64 in the standard ResNet; stages use width·(1, 2, 4, 8)).
+        stem: ``"imagenet"`` (7x7/2 conv + 3x3/2 max-pool) or ``"cifar"`` (3x3/1 conv, no pool: small inputs).
+        embed_dim: Block-embedding size (paper: 16).
+        hidden_dim: Generator width (paper: 32); the main lever on parameter count and step time.
+        num_classes: Size of a linear classifier on the pooled features; 0 for none (features out).
+        zero_init_last: Start each block's last BN at γ = 0, so residual branches start as identities.
+
+    Raises:
+        ValueError: For an unknown depth or stem.
+    """
+
+    def __init__(
+        self,
+        space: InvarianceSpace,
+        depth: int = 50,
+        in_chans: int = 3,
+        width: int = 64,
+        stem: str = "imagenet",
+        embed_dim: int = 16,
+        hidden_dim: int = 32,
+        num_classes: int = 0,
+        zero_init_last: bool = True,
+    ) -> None:
+        super().__init__()
+        if depth not in DEPTHS:
+            raise ValueError(f"HyperResNet depth must be one of {sorted(DEPTHS)}, got {depth}.")
+        if stem not in ("imagenet", "cifar"):
+            raise ValueError(f"HyperResNet stem must be 'imagenet' or 'cifar', got {stem!r}.")
+        kind, layers = DEPTHS[depth]
+        block = HyperBasicBlock if kind == "basic" else HyperBottleneck
+        self.space = space
+        self.depth = depth
+        self.in_chans = in_chans
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(in_chans, width, 7, stride=2, padding=3, bias=False)
+            self.maxpool: nn.Module = nn.MaxPool2d(3, stride=2, padding=1)
+        else:
+            self.conv1 = nn.Conv2d(in_chans, width, 3, stride=1, padding=1, bias=False)
+            self.maxpool = nn.Identity()
+        self.bn1 = nn.BatchNorm2d(width)
+
+        chans = width
+        stages = []
+        for i, num_blocks in enumerate(layers):
+            planes = width * 2**i
+            blocks = []
+            for j in range(num_blocks):
+                stride = 2 if (i > 0 and j == 0) else 1
+                blocks.append(block(chans, planes, stride, space.dim, embed_dim, hidden_dim))
+                chans = planes * block.expansion
+            stages.append(nn.ModuleList(blocks))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.num_features = chans
+        self.fc: nn.Module = nn.Linear(chans, num_classes) if num_classes > 0 else nn.Identity()
+
+        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+        if zero_init_last:
+            for blk in self.blocks():
+                nn.init.zeros_(blk.last_bn.weight)
+
+    def blocks(self) -> list[nn.Module]:
+        return [blk for stage in (self.layer1, self.layer2, self.layer3, self.layer4) for blk in stage]
+
+    def forward_features(self, x: Tensor, invariance: Tensor) -> Tensor:
+        """Feature map before pooling.
+
+        Args:
+            x: Shape: (B, C, H, W).
+            invariance: One descriptor for the batch, shape (A,), or one per sample, shape (B, A).
+
+        Returns:
+            Shape: (B, num_features, H', W').
+        """
+        self.space.validate(invariance)
+        cond = Conditioning.from_invariance(invariance.to(dtype=x.dtype), x.shape[0])
+        x = cond.sort(x)
+        x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
+        for blk in self.blocks():
+            x = blk(x, cond)
+        return cond.unsort(x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Global average pool, then the classifier unless ``pre_logits``. Shape: (B, C, H, W) -> (B, D)."""
+        x = x.mean(dim=(2, 3))  # (B, num_features)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: Tensor, invariance: Tensor) -> Tensor:
+        """Shape: (B, C, H, W), (A,) or (B, A) -> (B, num_classes or num_features)."""
+        return self.forward_head(self.forward_features(x, invariance))
+
+    @torch.no_grad()
+    def load_resnet_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
+        """Warm start from a plain (torchvision-layout) ResNet so the model reproduces it for every descriptor.
+
+        Each generator's output weight becomes zero and its output bias the plain kernel; stem, BatchNorms and
+        (if shapes match) ``fc`` are copied. Load a local file with ``torch.load(path, weights_only=True)``.
+
+        Raises:
+            ValueError: If a key is missing or a shape differs (e.g. another depth or width).
+        """
+        own = self.state_dict()
+        for key, value in state_dict.items():
+            if key.startswith("fc.") and not isinstance(self.fc, nn.Linear):
+                continue
+            parts = key.split(".")
+            if parts[0].startswith("layer") and parts[-1] == "weight" and _is_conv_key(parts):
+                target = ".".join(parts[:-1])
+                target = target.replace("downsample.0", "downsample.conv")
+                module = self.get_submodule(target)
+                if not isinstance(module, HyperConv2d):
+                    raise ValueError(f"load_resnet_state_dict: {key} maps to {target}, which is not a HyperConv2d.")
+                module.generator.warm_start(value)
+                continue
+            target = key.replace("downsample.1", "downsample.bn")
+            if target not in own:
+                raise ValueError(f"load_resnet_state_dict: unexpected key {key!r} for a HyperResNet{self.depth}.")
+            if own[target].shape != value.shape:
+                raise ValueError(
+                    f"load_resnet_state_dict: {key} has shape {tuple(value.shape)}, "
+                    f"expected {tuple(own[target].shape)}."
+                )
+            own[target].copy_(value)
+
+
+def _is_conv_key(parts: list[str]) -> bool:
+    """True for block conv kernels: ``layerX.Y.convZ.weight`` and ``layerX.Y.downsample.0.weight``."""
+    return parts[-2].startswith("conv") or parts[-3:-1] == ["downsample", "0"]
