@@ -1,0 +1,73 @@
+"""Theorem 5.1 bound: hand-computed values, the linear readout's |I| = 1 case, norms and argument checks."""
+
+import math
+
+import pytest
+import torch
+
+from core.bound import descriptor_count, feature_norm, generalisation_bound, weight_norm
+
+
+def test_bound_matches_hand_computation():
+    # L̂ = 0.2, n = 10,000, c = 10, X = 1, B = 2, M = 1, |I| = 2^5 = 32, δ = 0.05
+    result = generalisation_bound(0.2, 10_000, 10, 1.0, 2.0, 1.0, num_descriptors=32, delta=0.05)
+    # 2·√2·10·1·2 / √10000 = 40·1.41421356 / 100
+    assert result["complexity_term"] == pytest.approx(0.5656854249, abs=1e-9)
+    # 3·1·√(ln(32 / 0.05) / 20000) = 3·√(6.4614682 / 20000)
+    assert result["confidence_term"] == pytest.approx(0.0539227288, abs=1e-9)
+    assert result["bound"] == pytest.approx(0.2 + 0.5656854249 + 0.0539227288, abs=1e-9)
+    assert result["bound"] == pytest.approx(0.8196081537, abs=1e-9)
+    assert result["empirical_loss"] == 0.2 and result["num_descriptors"] == 32
+    assert result["n"] == 10_000 and result["delta"] == 0.05
+
+
+def test_linear_readout_has_log_one_over_delta():
+    result = generalisation_bound(0.3, 500, 3, 2.0, 1.5, 2.0, num_descriptors=120, delta=0.1,
+                                  linear_empirical_loss=0.4)
+    linear = result["linear_readout"]
+    assert linear["num_descriptors"] == 1
+    assert linear["confidence_term"] == pytest.approx(3 * 2.0 * math.sqrt(math.log(1 / 0.1) / (2 * 500)))
+    assert linear["complexity_term"] == pytest.approx(result["complexity_term"])
+    assert linear["empirical_loss"] == 0.4
+    assert linear["bound"] == pytest.approx(0.4 + linear["complexity_term"] + linear["confidence_term"])
+    # the amortised model pays only the ln|I| difference in the last term
+    gap = result["confidence_term"] ** 2 - linear["confidence_term"] ** 2
+    assert gap == pytest.approx((3 * 2.0) ** 2 * math.log(120) / (2 * 500))
+    same = generalisation_bound(0.3, 500, 3, 2.0, 1.5, 2.0, num_descriptors=1, delta=0.1)
+    assert same["bound"] == pytest.approx(same["linear_readout"]["bound"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(n=0), "n must"),
+        (dict(n=-5), "n must"),
+        (dict(delta=0.0), "delta"),
+        (dict(delta=1.0), "delta"),
+        (dict(num_classes=0), "num_classes"),
+        (dict(num_descriptors=0), "num_descriptors"),
+        (dict(feature_norm_X=-1.0), "feature_norm_X"),
+        (dict(weight_norm_B=float("nan")), "weight_norm_B"),
+        (dict(empirical_loss=1.5), "empirical_loss"),
+        (dict(linear_empirical_loss=-0.1), "linear_empirical_loss"),
+    ],
+)
+def test_bound_rejects_bad_arguments(kwargs, message):
+    args = dict(empirical_loss=0.2, n=100, num_classes=2, feature_norm_X=1.0, weight_norm_B=1.0,
+                loss_max_M=1.0, num_descriptors=4, delta=0.05)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        generalisation_bound(**args)
+
+
+def test_norm_helpers():
+    features = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
+    assert feature_norm(features) == pytest.approx(5.0)
+    assert feature_norm(features, bias=True) == pytest.approx(math.sqrt(26.0))
+    weight = torch.tensor([[1.0, 2.0], [2.0, 0.0]])
+    assert weight_norm(weight) == pytest.approx(3.0)
+    assert weight_norm(weight, norm="max_row") == pytest.approx(math.sqrt(5.0))
+    assert weight_norm(weight, bias=torch.tensor([2.0, 1.0])) == pytest.approx(math.sqrt(14.0))
+    with pytest.raises(ValueError, match="norm"):
+        weight_norm(weight, norm="spectral")
+    assert descriptor_count(2) == 4 and descriptor_count(5, bits=2) == 1024
