@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.hypernet import BlockEmbedding, Conditioning, HyperConv2d
+from core.hypernet import BlockEmbedding, Conditioning, HyperConv2d, PlainConv2d
 from core.invariance import InvarianceSpace
 
 DEPTHS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
@@ -38,19 +38,19 @@ class HyperBasicBlock(nn.Module):
     expansion = 1
 
     def __init__(self, in_chans: int, planes: int, stride: int, num_factors: int, embed_dim: int,
-                 hidden_dim: int) -> None:
+                 hidden_dim: int, conditioned: bool = True) -> None:
         super().__init__()
-        gen = {"embed_dim": embed_dim, "hidden_dim": hidden_dim}
-        self.embed = BlockEmbedding(num_factors, embed_dim)
-        self.conv1 = HyperConv2d(in_chans, planes, 3, stride=stride, padding=1, **gen)
+        gen = {"embed_dim": embed_dim, "hidden_dim": hidden_dim, "conditioned": conditioned}
+        self.embed = BlockEmbedding(num_factors, embed_dim) if conditioned else None
+        self.conv1 = _conv(in_chans, planes, 3, stride=stride, padding=1, **gen)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = HyperConv2d(planes, planes, 3, padding=1, **gen)
+        self.conv2 = _conv(planes, planes, 3, padding=1, **gen)
         self.bn2 = nn.BatchNorm2d(planes)
         self.last_bn = self.bn2
         self.downsample = _shortcut(in_chans, planes, stride, gen)
 
     def forward(self, x: Tensor, cond: Conditioning) -> Tensor:
-        z = self.embed(cond.invariance)  # (U, E), once per block
+        z = None if self.embed is None else self.embed(cond.invariance)  # (U, E), once per block
         out = F.relu(self.bn1(self.conv1(x, z, cond.split_sizes)))
         out = self.bn2(self.conv2(out, z, cond.split_sizes))
         shortcut = x if self.downsample is None else self.downsample(x, z, cond.split_sizes)
@@ -63,22 +63,22 @@ class HyperBottleneck(nn.Module):
     expansion = 4
 
     def __init__(self, in_chans: int, planes: int, stride: int, num_factors: int, embed_dim: int,
-                 hidden_dim: int) -> None:
+                 hidden_dim: int, conditioned: bool = True) -> None:
         super().__init__()
-        gen = {"embed_dim": embed_dim, "hidden_dim": hidden_dim}
+        gen = {"embed_dim": embed_dim, "hidden_dim": hidden_dim, "conditioned": conditioned}
         out_chans = planes * self.expansion
-        self.embed = BlockEmbedding(num_factors, embed_dim)
-        self.conv1 = HyperConv2d(in_chans, planes, 1, **gen)
+        self.embed = BlockEmbedding(num_factors, embed_dim) if conditioned else None
+        self.conv1 = _conv(in_chans, planes, 1, **gen)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = HyperConv2d(planes, planes, 3, stride=stride, padding=1, **gen)
+        self.conv2 = _conv(planes, planes, 3, stride=stride, padding=1, **gen)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = HyperConv2d(planes, out_chans, 1, **gen)
+        self.conv3 = _conv(planes, out_chans, 1, **gen)
         self.bn3 = nn.BatchNorm2d(out_chans)
         self.last_bn = self.bn3
         self.downsample = _shortcut(in_chans, out_chans, stride, gen)
 
     def forward(self, x: Tensor, cond: Conditioning) -> Tensor:
-        z = self.embed(cond.invariance)  # (U, E), once per block
+        z = None if self.embed is None else self.embed(cond.invariance)  # (U, E), once per block
         out = F.relu(self.bn1(self.conv1(x, z, cond.split_sizes)))
         out = F.relu(self.bn2(self.conv2(out, z, cond.split_sizes)))
         out = self.bn3(self.conv3(out, z, cond.split_sizes))
@@ -89,13 +89,22 @@ class HyperBottleneck(nn.Module):
 class HyperShortcut(nn.Module):
     """Generated 1x1 projection followed by BatchNorm, for blocks that change shape."""
 
-    def __init__(self, in_chans: int, out_chans: int, stride: int, embed_dim: int, hidden_dim: int) -> None:
+    def __init__(self, in_chans: int, out_chans: int, stride: int, embed_dim: int, hidden_dim: int,
+                 conditioned: bool = True) -> None:
         super().__init__()
-        self.conv = HyperConv2d(in_chans, out_chans, 1, stride=stride, embed_dim=embed_dim, hidden_dim=hidden_dim)
+        self.conv = _conv(in_chans, out_chans, 1, stride=stride, embed_dim=embed_dim, hidden_dim=hidden_dim,
+                          conditioned=conditioned)
         self.bn = nn.BatchNorm2d(out_chans)
 
-    def forward(self, x: Tensor, z: Tensor, split_sizes: list[int] | None) -> Tensor:
+    def forward(self, x: Tensor, z: Tensor | None, split_sizes: list[int] | None) -> Tensor:
         return self.bn(self.conv(x, z, split_sizes))
+
+
+def _conv(in_chans: int, out_chans: int, kernel_size: int, stride: int = 1, padding: int = 0, embed_dim: int = 16,
+          hidden_dim: int = 32, conditioned: bool = True) -> HyperConv2d | PlainConv2d:
+    layer = HyperConv2d if conditioned else PlainConv2d
+    return layer(in_chans, out_chans, kernel_size, stride=stride, padding=padding, embed_dim=embed_dim,
+                 hidden_dim=hidden_dim)
 
 
 def _shortcut(in_chans: int, out_chans: int, stride: int, gen: dict) -> HyperShortcut | None:
@@ -117,6 +126,8 @@ class HyperResNet(nn.Module):
         hidden_dim: Generator width (paper: 32); the main lever on parameter count and step time.
         num_classes: Size of a linear classifier on the pooled features; 0 for none (features out).
         zero_init_last: Start each block's last BN at γ = 0, so residual branches start as identities.
+        conditioned: ``False`` builds the plain ResNet baseline with the same layers and initialisation: ordinary
+            convolutions, no generators; ``invariance`` is still validated but does not change the output.
 
     Raises:
         ValueError: For an unknown depth or stem.
@@ -133,6 +144,7 @@ class HyperResNet(nn.Module):
         hidden_dim: int = 32,
         num_classes: int = 0,
         zero_init_last: bool = True,
+        conditioned: bool = True,
     ) -> None:
         super().__init__()
         if depth not in DEPTHS:
@@ -144,6 +156,7 @@ class HyperResNet(nn.Module):
         self.space = space
         self.depth = depth
         self.in_chans = in_chans
+        self.conditioned = conditioned
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(in_chans, width, 7, stride=2, padding=3, bias=False)
             self.maxpool: nn.Module = nn.MaxPool2d(3, stride=2, padding=1)
@@ -159,7 +172,7 @@ class HyperResNet(nn.Module):
             blocks = []
             for j in range(num_blocks):
                 stride = 2 if (i > 0 and j == 0) else 1
-                blocks.append(block(chans, planes, stride, space.dim, embed_dim, hidden_dim))
+                blocks.append(block(chans, planes, stride, space.dim, embed_dim, hidden_dim, conditioned))
                 chans = planes * block.expansion
             stages.append(nn.ModuleList(blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
@@ -185,6 +198,8 @@ class HyperResNet(nn.Module):
             Shape: (B, num_features, H', W').
         """
         self.space.validate(invariance)
+        if not self.conditioned:  # plain baseline: the descriptor does not enter the network
+            invariance = invariance.reshape(-1, self.space.dim)[0]
         cond = Conditioning.from_invariance(invariance.to(dtype=x.dtype), x.shape[0])
         x = cond.sort(x)
         x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
@@ -220,9 +235,12 @@ class HyperResNet(nn.Module):
                 target = ".".join(parts[:-1])
                 target = target.replace("downsample.0", "downsample.conv")
                 module = self.get_submodule(target)
-                if not isinstance(module, HyperConv2d):
-                    raise ValueError(f"load_resnet_state_dict: {key} maps to {target}, which is not a HyperConv2d.")
-                module.generator.warm_start(value)
+                if isinstance(module, PlainConv2d) and module.weight.shape == value.shape:
+                    module.weight.copy_(value)
+                elif isinstance(module, HyperConv2d):
+                    module.generator.warm_start(value)
+                else:
+                    raise ValueError(f"load_resnet_state_dict: {key} of shape {tuple(value.shape)} does not fit {target}.")
                 continue
             target = key.replace("downsample.1", "downsample.bn")
             if target not in own:

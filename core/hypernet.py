@@ -226,3 +226,27 @@ class HyperConv2d(nn.Module):
     def extra_repr(self) -> str:
         o, i, kh, _ = self.generator.kernel_shape
         return f"{i}, {o}, kernel_size={kh}, stride={self.stride}, padding={self.padding}"
+
+
+class PlainConv2d(nn.Module):
+    """An ordinary bias-free convolution with :class:`HyperConv2d`'s call signature; ignores the embedding.
+
+    It lets one ResNet definition build both the conditioned model and its plain baseline, so that a comparison
+    changes only the conditioning. Kaiming-normal (fan_out) initialisation, as torchvision's ResNet.
+    """
+
+    def __init__(self, in_chans: int, out_chans: int, kernel_size: int, stride: int = 1, padding: int = 0,
+                 **_: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.padding = padding
+        self.weight = nn.Parameter(torch.empty(out_chans, in_chans, kernel_size, kernel_size))
+        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: Tensor, z: Tensor | None = None, split_sizes: list[int] | None = None) -> Tensor:
+        """Shape: (B, C, H, W) -> (B, out, H', W')."""
+        return F.conv2d(x, self.weight, stride=self.stride, padding=self.padding)
+
+    def extra_repr(self) -> str:
+        o, i, kh, _ = self.weight.shape
+        return f"{i}, {o}, kernel_size={kh}, stride={self.stride}, padding={self.padding}"

@@ -154,3 +154,16 @@ def test_warm_start_rejects_mismatched_weights() -> None:
     hyper = HyperResNet(GROUPS, depth=18, width=8, hidden_dim=1)
     with pytest.raises(ValueError, match="shape"):
         hyper.load_resnet_state_dict(torchvision.models.resnet18().state_dict())
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_plain_baseline_is_torchvision_resnet(depth: int) -> None:
+    plain = getattr(torchvision.models, f"resnet{depth}")(num_classes=10).eval()
+    baseline = HyperResNet(GROUPS, depth=depth, num_classes=10, conditioned=False)
+    assert sum(p.numel() for p in baseline.parameters()) == sum(p.numel() for p in plain.parameters())
+    baseline.load_resnet_state_dict(plain.state_dict())
+    baseline.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(baseline(x, torch.tensor([1.0, 0.0])), plain(x))
+        assert torch.equal(baseline(x, torch.rand(2, 2)), plain(x))  # the descriptor is ignored

@@ -1,0 +1,39 @@
+"""Hyper-ResNet variants for images, and their plain ResNet baselines with the same call signature.
+
+``hyper_resnet50`` is the paper's vision backbone; ``hyper_resnet18`` is the small model for CPU runs. Small
+images (below 64 px) use the CIFAR stem (3x3 conv, no max-pool) by default so 32 px inputs keep a 4x4 map.
+
+References:
+    - [0] Amortised Invariance Learning for Contrastive Self-Supervision, 2023, https://arxiv.org/abs/2302.12712
+"""
+
+from __future__ import annotations
+
+from core.hyper_resnet import HyperResNet
+from core.invariance import InvarianceSpace
+
+
+def _resnet(space: InvarianceSpace, depth: int, conditioned: bool, image_size: int = 224, width: int = 64,
+            stem: str | None = None, **kwargs) -> HyperResNet:
+    stem = stem or ("cifar" if image_size < 64 else "imagenet")
+    return HyperResNet(space, depth=depth, width=width, stem=stem, conditioned=conditioned, **kwargs)
+
+
+def hyper_resnet18(space: InvarianceSpace, **kwargs) -> HyperResNet:
+    """Hyper-ResNet18 (BasicBlock [2, 2, 2, 2]); ``width=64`` is the standard model."""
+    return _resnet(space, 18, True, **kwargs)
+
+
+def hyper_resnet50(space: InvarianceSpace, **kwargs) -> HyperResNet:
+    """Hyper-ResNet50 (Bottleneck [3, 4, 6, 3]); with paper widths about 774 M parameters."""
+    return _resnet(space, 50, True, **kwargs)
+
+
+def resnet18(space: InvarianceSpace, **kwargs) -> HyperResNet:
+    """Plain ResNet18 baseline: same layers and initialisation, the descriptor is ignored."""
+    return _resnet(space, 18, False, **kwargs)
+
+
+def resnet50(space: InvarianceSpace, **kwargs) -> HyperResNet:
+    """Plain ResNet50 baseline: same layers and initialisation, the descriptor is ignored."""
+    return _resnet(space, 50, False, **kwargs)
