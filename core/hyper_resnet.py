@@ -240,7 +240,9 @@ class HyperResNet(nn.Module):
                 elif isinstance(module, HyperConv2d):
                     module.generator.warm_start(value)
                 else:
-                    raise ValueError(f"load_resnet_state_dict: {key} of shape {tuple(value.shape)} does not fit {target}.")
+                    raise ValueError(
+                        f"load_resnet_state_dict: {key} of shape {tuple(value.shape)} does not fit {target}."
+                    )
                 continue
             target = key.replace("downsample.1", "downsample.bn")
             if target not in own:

@@ -100,7 +100,9 @@ def load_vit_checkpoint(model: VisionTransformer, path: str | Path) -> list[str]
     wrong = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
              if k in own and own[k].shape != v.shape]
     if unexpected or wrong:
-        raise ValueError(f"ViT checkpoint {path} does not fit the model: unexpected {unexpected[:5]}, shapes {wrong[:5]}.")
+        raise ValueError(
+            f"ViT checkpoint {path} does not fit the model: unexpected keys {unexpected[:5]}, shapes {wrong[:5]}."
+        )
     model.load_state_dict(state, strict=False)
     return [k for k in own if k not in state]
 
