@@ -9,6 +9,7 @@ The conditioning input is called ``invariance`` everywhere: one descriptor for t
 sample ``(B, A)``. An integer index into an :class:`InvarianceSpace` is an ``invariance_id``.
 """
 
+from core.checkpoint import load_encoder
 from core.invariance import InvarianceDescriptor, InvarianceSpace, quantize
 from core.losses import InfoNCELoss, MoCoV3Loss, NTXentLoss
 from core.queues import DescriptorQueues
@@ -20,5 +21,6 @@ __all__ = [
     "InvarianceSpace",
     "MoCoV3Loss",
     "NTXentLoss",
+    "load_encoder",
     "quantize",
 ]

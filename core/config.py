@@ -1,0 +1,75 @@
+"""Shared pydantic configuration pieces of the pre-training recipes (vision and audio).
+
+Each entry point composes these into its own ``BaseModel`` (``extra="forbid"``, frozen), so an unknown or invalid
+key is a clear error and the resolved configuration can be written to ``config.json`` and into checkpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class StrictModel(BaseModel):
+    """Base of every config: unknown keys are errors, values are frozen once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MethodConfig(StrictModel):
+    name: Literal["simclr", "mocov2", "mocov3"] = Field(
+        "simclr", description="Contrastive learner. simclr: NT-Xent with in-batch negatives (best at small batch "
+        "on CPU); mocov2: EMA key encoder and one key queue per training descriptor; mocov3: EMA encoder, "
+        "predictor, symmetrised in-batch loss (the ViT recipe).")
+    temperature: float = Field(0.2, gt=0, description="Softmax temperature. 0.2 suits small images and "
+                               "batches; MoCo-v2 used 0.2, MoCo-v3 0.2 for ViTs, SimCLR 0.1-0.5.")
+    proj_hidden_dim: int = Field(512, ge=1, description="Hidden width of the projection MLP (paper: 4096).")
+    proj_dim: int = Field(128, ge=1, description="Output size of the projection MLP (paper: 256).")
+    head: Literal["auto", "per_descriptor", "shared"] = Field(
+        "auto", description="Projection heads: one per training descriptor (paper, fine for 3), one shared "
+        "(needed for 26 or 120 descriptors), or auto: per descriptor up to 8 descriptors, else shared.")
+    queue_size: int = Field(4096, ge=1, description="MoCo-v2 keys per descriptor queue. Memory is "
+                            "descriptors x queue_size x proj_dim floats; each queue refreshes every "
+                            "queue_size / (batch x share of steps) steps, so keep it small for many descriptors.")
+    momentum: float = Field(0.99, ge=0, le=1, description="Initial EMA momentum of the key encoder (MoCo); "
+                            "raised to momentum_final along a cosine.")
+    momentum_final: float = Field(1.0, ge=0, le=1, description="Final EMA momentum.")
+    pred_hidden_dim: int = Field(512, ge=1, description="MoCo-v3 predictor hidden width (paper: 4096).")
+
+
+class OptimConfig(StrictModel):
+    name: Literal["adamw", "sgd"] = Field("adamw", description="Optimiser. AdamW is robust for hypernetworks; "
+                                          "SGD (momentum 0.9) is the classic ResNet SimCLR/MoCo choice.")
+    lr: float = Field(2e-3, gt=0, description="Peak learning rate after warm-up (not scaled by batch size).")
+    weight_decay: float = Field(1e-4, ge=0, description="Weight decay (decoupled for AdamW); biases and norms "
+                                "are excluded.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
+    warmup_steps: int = Field(20, ge=0, description="Linear warm-up steps before the cosine decay.")
+    min_lr: float = Field(0.0, ge=0, description="Learning rate at the end of the cosine.")
+    grad_clip: float | None = Field(None, gt=0, description="Clip the global gradient norm (off by default).")
+
+
+class RunConfig(StrictModel):
+    output: str = Field("runs/pretrain", description="Run folder: config.json, metrics.jsonl, checkpoint.pt.")
+    steps: int = Field(300, ge=1, description="Total optimiser steps.")
+    batch_size: int = Field(128, ge=2, description="Samples per rank per step (each gives two views).")
+    seed: int = Field(0, description="Seed of the model, the data order, the descriptors and the views.")
+    descriptor_sampling: Literal["uniform", "round_robin"] = Field(
+        "uniform", description="How each step's training descriptor is drawn (the same on every rank).")
+    num_workers: int = Field(2, ge=0, description="Data-loader worker processes; 0 makes views in the main "
+                             "process.")
+    checkpoint_every: int = Field(100, ge=1, description="Steps between atomic checkpoints (and one at the end).")
+    log_every: int = Field(10, ge=1, description="Steps between metric lines in metrics.jsonl.")
+    resume: bool = Field(True, description="Continue from output/checkpoint.pt when it exists.")
+    device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N.")
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field(
+        "auto", description="Mixed precision on CUDA (auto: bf16 where supported, else fp16); always fp32 on CPU.")
+    sync_bn: bool = Field(False, description="Convert BatchNorm to SyncBatchNorm under DDP.")
+    progress: bool = Field(True, description="tqdm progress bar on rank 0.")
+
+    @model_validator(mode="after")
+    def _check(self) -> RunConfig:
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        return self

@@ -1,0 +1,194 @@
+"""The pre-training engine on a toy dataset: trajectories, resume, NaN guard, checkpoint errors, DDP."""
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch.utils.data import Dataset
+
+from core.checkpoint import CheckpointError, load_checkpoint, load_encoder
+from core.config import MethodConfig, OptimConfig, RunConfig
+from core.engine import NonFiniteLossError, pretrain
+from core.hyper_resnet import HyperResNet
+from core.invariance import InvarianceSpace
+from core.methods import create_learner
+
+GROUPS = InvarianceSpace.from_name("vision_groups")
+
+
+class NoisyViews(Dataset):
+    """Fixed random 8x8 images; a view adds noise scaled by the descriptor, seeded by sample_seed."""
+
+    def __init__(self, size: int = 64, nan_from_step_seed: set[int] | None = None) -> None:
+        self.images = torch.randn(size, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+        self.poison = nan_from_step_seed or set()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key: tuple[int, int, int]) -> dict:
+        index, invariance_id, seed = key
+        g = torch.Generator().manual_seed(seed)
+        strength = 0.1 + 0.3 * GROUPS.descriptors[invariance_id].sum()
+        views = [self.images[index] + strength * torch.randn(3, 8, 8, generator=g) for _ in range(2)]
+        if index in self.poison:
+            views[0] = views[0] * float("nan")
+        return {"view0": views[0], "view1": views[1], "invariance_id": invariance_id}
+
+
+def make_learner(method: str = "simclr", space: InvarianceSpace = GROUPS) -> torch.nn.Module:
+    torch.manual_seed(0)
+    backbone = HyperResNet(space, depth=18, width=4, stem="cifar", hidden_dim=2)
+    kwargs = {"queue_size": 16} if method == "mocov2" else {}
+    return create_learner(method, backbone, space, proj_hidden_dim=16, proj_dim=8, **kwargs)
+
+
+def run_pretrain(output: Path, steps: int = 8, method: str = "simclr", dataset: Dataset | None = None,
+                 space: InvarianceSpace = GROUPS, on_step=None, learner=None, **run_kwargs) -> dict:
+    learner = make_learner(method, space) if learner is None else learner
+    run = RunConfig(output=str(output), steps=steps, batch_size=8, num_workers=0, log_every=1, checkpoint_every=4,
+                    progress=False, **run_kwargs)
+    config = {"method": method, "space": space.name, "run": run.model_dump()}
+    spec = {"factory": "core.hyper_resnet:HyperResNet", "name": None, "kwargs": {}}
+    return pretrain(learner, dataset or NoisyViews(), run=run, optim=OptimConfig(lr=1e-2, warmup_steps=2),
+                    method=MethodConfig(name=method), config=config, encoder_spec=spec, on_step=on_step)
+
+
+def losses(output: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (output / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("method", ["simclr", "mocov2", "mocov3"])
+def test_kill_and_resume_gives_the_uninterrupted_trajectory(tmp_path: Path, method: str) -> None:
+    reference = run_pretrain(tmp_path / "a", method=method)
+    assert reference["step"] == 8
+
+    def kill_at_6(step: int, loss: float) -> None:
+        if step == 6:
+            raise KeyboardInterrupt  # killed after the step-4 checkpoint, with two unsaved steps logged
+
+    with pytest.raises(KeyboardInterrupt):
+        run_pretrain(tmp_path / "b", method=method, on_step=kill_at_6)
+    assert load_checkpoint(tmp_path / "b")["step"] == 4
+    resumed = run_pretrain(tmp_path / "b", method=method)
+    assert resumed["step"] == 8
+    assert losses(tmp_path / "b") == losses(tmp_path / "a")  # bit-identical on CPU, no duplicate steps
+    a, b = load_checkpoint(tmp_path / "a")["model"], load_checkpoint(tmp_path / "b")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_metrics_and_checkpoint_contents(tmp_path: Path) -> None:
+    run_pretrain(tmp_path, steps=5)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
+    assert records[0]["lr"] == pytest.approx(5e-3) and records[1]["lr"] == pytest.approx(1e-2)  # warm-up
+    assert all(r["invariance"] == str(GROUPS[r["invariance_id"]]) for r in records)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["step"] == 5 and InvarianceSpace.from_dict(state["space"]) == GROUPS
+    assert {"model", "optimizer", "scaler", "rng", "config", "encoder"} <= set(state)
+    assert json.loads((tmp_path / "config.json").read_text())["method"] == "simclr"
+    assert not list(tmp_path.glob("*.tmp"))  # atomic write left no temporary file
+
+
+def test_nan_loss_stops_cleanly_and_keeps_last_checkpoint(tmp_path: Path) -> None:
+    # Poison every sample: the first batch after the step-4 checkpoint that sees one gives a NaN loss.
+    clean = run_pretrain(tmp_path / "clean", steps=4)
+    assert clean["step"] == 4
+    dataset = NoisyViews(nan_from_step_seed=set(range(64)))
+    with pytest.raises(NonFiniteLossError, match="step 0"):
+        run_pretrain(tmp_path / "poisoned", dataset=dataset)
+    assert not (tmp_path / "poisoned" / "checkpoint.pt").exists()
+    # A run that goes bad after its checkpoint keeps that checkpoint intact.
+    good = NoisyViews()
+
+    class LaterPoison(Dataset):
+        calls = 0
+
+        def __len__(self) -> int:
+            return len(good)
+
+        def __getitem__(self, key):
+            LaterPoison.calls += 1
+            item = good[key]
+            if LaterPoison.calls > 8 * 5:  # from the 6th step on
+                item["view0"] = item["view0"] * float("nan")
+            return item
+
+    with pytest.raises(NonFiniteLossError, match=r"step 5 .*checkpoint .*\(step 4\) is kept"):
+        run_pretrain(tmp_path / "late", dataset=LaterPoison())
+    assert load_checkpoint(tmp_path / "late")["step"] == 4
+
+
+def test_corrupt_or_foreign_checkpoints_give_clear_errors(tmp_path: Path) -> None:
+    run_pretrain(tmp_path / "run", steps=4)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    # Another descriptor space in the same output folder.
+    other = InvarianceSpace(("crop", "color"), name=None)
+    with pytest.raises(CheckpointError, match="trained on"):
+        run_pretrain(tmp_path / "run", steps=6, space=other)
+    # Another configuration.
+    with pytest.raises(CheckpointError, match="another configuration"):
+        run_pretrain(tmp_path / "run", steps=6, method="mocov3")
+    # Truncated file.
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        run_pretrain(tmp_path / "run", steps=6)
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(ckpt)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_load_encoder_round_trips(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    backbone = HyperResNet(GROUPS, depth=18, width=4, stem="cifar", hidden_dim=2)
+    learner = create_learner("simclr", backbone, GROUPS, proj_hidden_dim=16, proj_dim=8)
+    spec = {"factory": "vision.models:create_backbone", "name": "hyper_resnet18",
+            "kwargs": {"image_size": 8, "width": 4, "hidden_dim": 2, "stem": "cifar"}}
+    run = RunConfig(output=str(tmp_path), steps=2, batch_size=8, num_workers=0, progress=False)
+    pretrain(learner, NoisyViews(), run=run, optim=OptimConfig(), method=MethodConfig(), config={},
+             encoder_spec=spec)
+    encoder = load_encoder(tmp_path)
+    assert encoder.space == GROUPS and not encoder.training
+    x = torch.randn(4, 3, 8, 8)
+    learner.eval()
+    with torch.no_grad():
+        for invariance in (torch.tensor([1.0, 0.0]), torch.tensor([0.3, 0.7])):
+            assert torch.equal(encoder(x, invariance), learner.backbone(x, invariance))
+    bad = load_checkpoint(tmp_path)
+    bad["encoder"]["factory"] = "os:system"
+    torch.save(bad, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="untrusted"):
+        load_encoder(tmp_path / "evil.pt")
+
+
+def _ddp_worker(rank: int, port: int, output: str, result_dir: str) -> None:
+    import os
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    learner = make_learner()
+    summary = run_pretrain(Path(output), steps=4, learner=learner)
+    flat = torch.cat([p.detach().flatten() for p in learner.parameters()])
+    torch.save({"loss": summary["loss"], "flat": flat}, Path(result_dir) / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_two_process_gloo_ddp_run(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(port, str(tmp_path / "run"), str(tmp_path)), nprocs=2, join=True)
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert r0["loss"] is not None and r1["loss"] is not None
+    assert torch.equal(r0["flat"], r1["flat"])  # gradients averaged: the replicas stay identical
+    assert not torch.equal(r0["flat"], torch.cat([p.detach().flatten() for p in make_learner().parameters()]))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]  # only rank 0 writes metrics
