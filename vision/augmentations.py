@@ -199,13 +199,15 @@ def gaussian_blur(image: Tensor, kernel_size: int, sigma: float) -> Tensor:
     """Separable Gaussian blur, reflect padding; equals ``F.gaussian_blur(image, [k, k], [sigma, sigma])``.
 
     Written as shifted weighted sums because a depthwise ``conv2d`` on one small image spends most of its time
-    in oneDNN set-up (about 5x slower at 32 px on CPU). Shape: (C, H, W) -> (C, H, W).
+    in oneDNN set-up (about 5x slower at 32 px on CPU). Shape: (..., C, H, W) -> (..., C, H, W).
     """
     half = kernel_size // 2
     weights = [math.exp(-0.5 * (t / sigma) ** 2) for t in range(-half, half + 1)]
     weights = [w / sum(weights) for w in weights]
     height, width = image.shape[-2:]
-    padded = tF.pad(image[None], (half, half, half, half), mode="reflect")[0]  # (C, H + 2h, W + 2h)
+    flat = image.reshape(-1, *image.shape[-3:])  # (N, C, H, W)
+    padded = tF.pad(flat, (half, half, half, half), mode="reflect").reshape(
+        *image.shape[:-2], height + 2 * half, width + 2 * half)  # (..., C, H + 2h, W + 2h)
     rows = padded[..., 0:width] * weights[0]
     for j in range(1, kernel_size):
         rows.add_(padded[..., j:j + width], alpha=weights[j])  # (C, H + 2h, W)
@@ -221,12 +223,12 @@ def adjust_hue(image: Tensor, hue_factor: float) -> Tensor:
     Goes through HSV in closed form, keeping value and chroma:
     ``rgb = max - chroma * clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + 6h) mod 6`` and n = 5, 3, 1. This
     takes about a third of the time of torchvision's HSV round trip, which dominated a view's cost at 32 px.
-    Shape: (3, H, W) -> (3, H, W).
+    Shape: (..., 3, H, W) -> (..., 3, H, W).
     """
     if not -0.5 <= hue_factor <= 0.5:
         raise ValueError(f"hue_factor must be in [-0.5, 0.5], got {hue_factor}.")
     r, g, b = image.unbind(dim=-3)
-    minc, maxc = torch.aminmax(image, dim=-3)  # (H, W)
+    minc, maxc = torch.aminmax(image, dim=-3)  # (..., H, W)
     chroma = maxc - minc
     inverse = torch.where(chroma > 0, chroma, 1.0).reciprocal_()
     # Hue in sextants; ties resolved as torchvision does (red, then green, then blue).
@@ -234,10 +236,10 @@ def adjust_hue(image: Tensor, hue_factor: float) -> Tensor:
         maxc == r, (g - b).mul_(inverse),
         torch.where(maxc == g, (b - r).mul_(inverse).add_(2.0), (r - g).mul_(inverse).add_(4.0)),
     )
-    hue = hue.add_(6.0 * hue_factor)  # (H, W)
-    k = (hue[None] + _HUE_OFFSETS).remainder_(6.0)  # (3, H, W)
+    hue = hue.add_(6.0 * hue_factor)  # (..., H, W)
+    k = (hue.unsqueeze(-3) + _HUE_OFFSETS).remainder_(6.0)  # (..., 3, H, W)
     ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
-    return maxc[None] - chroma[None] * ramp
+    return maxc.unsqueeze(-3) - chroma.unsqueeze(-3) * ramp
 
 
 _HUE_OFFSETS = torch.tensor([5.0, 3.0, 1.0]).view(3, 1, 1)

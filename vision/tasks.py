@@ -1,0 +1,119 @@
+"""Downstream image tasks as in-memory tensors: ``synthetic:<task>``, ``imagefolder:DIR``, ``cifar10``, ``cifar100``.
+
+Every image is prepared the way pre-training prepares a view with every factor off (resize, centre crop,
+normalisation), so a probe sees the encoder's own input distribution. Synthetic tasks render fresh images from
+a seed that pre-training never uses, so train and test images are unseen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision.transforms.v2.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from core.invariance import InvarianceSpace
+from vision.augmentations import ViewTransform, center_resize
+from vision.data import ImageFolderDataset, load_cifar
+from vision.synthetic import TASKS, SyntheticShapes, task_targets
+
+#: Seed offset of the downstream synthetic images (pre-training uses the run seed itself).
+EVAL_SEED_OFFSET = 10_000
+
+
+@dataclass
+class TaskData:
+    """A downstream task held in memory.
+
+    Attributes:
+        name: Task spec, e.g. ``synthetic:shape``.
+        kind: ``classification`` or ``regression``.
+        metric: ``top1``, ``mean_per_class`` or ``r2``.
+        num_outputs: Classes, or regression outputs.
+        x_train: Shape: (N, 3, H, W), normalised floats.
+        y_train: Shape: (N,) long, or (N, num_outputs) float.
+        x_test: Shape: (M, 3, H, W).
+        y_test: Shape: (M,) or (M, num_outputs).
+    """
+
+    name: str
+    kind: str
+    metric: str
+    num_outputs: int
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+
+
+def _prepare(dataset: Dataset, indices: Tensor | range, transform: ViewTransform) -> Tensor:
+    """Centre views of ``dataset[indices]`` for images of varying sizes. Shape: (N, 3, size, size)."""
+    return torch.stack([transform.center(_image(dataset[int(i)])) for i in indices])
+
+
+def center_batch(images: Tensor, transform: ViewTransform) -> Tensor:
+    """Centre views of same-sized uint8 images in one batched op. Shape: (N, 3, H, W) -> (N, 3, size, size)."""
+    x = center_resize(images.float().div_(255.0), transform.size)
+    return x if transform.mean is None else F.normalize(x, transform.mean, transform.std)
+
+
+def _image(item: object) -> Tensor:
+    return item[0] if isinstance(item, tuple | list) else item  # type: ignore[index,return-value]
+
+
+def load_task(task: str, image_size: int, space: InvarianceSpace, data_root: str | None = None,
+              num_train: int = 2000, num_test: int = 1000, seed: int = 0) -> TaskData:
+    """Build a downstream task.
+
+    Args:
+        task: ``synthetic:shape|color|position|mirror``, ``imagefolder:DIR`` (80/20 split by ``seed``),
+            ``cifar10`` or ``cifar100`` (``data_root`` holds torchvision's folders).
+        image_size: Encoder input side.
+        space: Descriptor space (only to build the centre transform).
+        data_root: Folder for CIFAR.
+        num_train: Synthetic training images (also caps image-folder and CIFAR training sets when smaller).
+        num_test: Synthetic test images (caps the others likewise).
+        seed: Seed of synthetic images (offset from pre-training's) and of splits.
+
+    Raises:
+        ValueError: On an unknown task or a missing ``data_root``.
+        FileNotFoundError: If the data are not where they should be.
+    """
+    transform = ViewTransform(space, image_size)
+    kind_name, _, argument = task.partition(":")
+    if kind_name == "synthetic":
+        if argument not in TASKS:
+            raise ValueError(f"Unknown synthetic task {argument!r}; expected one of {tuple(TASKS)}.")
+        images = SyntheticShapes(size=num_train + num_test, image_size=image_size, seed=seed + EVAL_SEED_OFFSET)
+        targets, kind, num_outputs = task_targets(images, argument)
+        x = center_batch(images.images(), transform)
+        metric = "r2" if kind == "regression" else "top1"
+        return TaskData(task, kind, metric, num_outputs, x[:num_train], targets[:num_train], x[num_train:],
+                        targets[num_train:])
+    if kind_name == "imagefolder":
+        if not argument:
+            raise ValueError("imagefolder tasks name their folder: --task imagefolder:/path/to/folder")
+        folder = ImageFolderDataset(Path(argument))
+        order = torch.randperm(len(folder), generator=torch.Generator().manual_seed(seed))
+        split = int(0.8 * len(folder))
+        train_idx, test_idx = order[:split][:num_train], order[split:][:num_test]
+        labels = torch.tensor(folder.targets)
+        return TaskData(task, "classification", "mean_per_class", len(folder.classes),
+                        _prepare(folder, train_idx, transform), labels[train_idx],
+                        _prepare(folder, test_idx, transform), labels[test_idx])
+    if kind_name in ("cifar10", "cifar100"):
+        if data_root is None:
+            raise ValueError(f"{kind_name} reads local files: give --data-root DIR (torchvision's CIFAR folders).")
+        train, test = load_cifar(kind_name, data_root, train=True), load_cifar(kind_name, data_root, train=False)
+        train_idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:num_train]
+        test_idx = torch.arange(min(num_test, len(test)))
+        x_train = center_batch(torch.from_numpy(train.images[train_idx.numpy()]).permute(0, 3, 1, 2), transform)
+        x_test = center_batch(torch.from_numpy(test.images[test_idx.numpy()]).permute(0, 3, 1, 2), transform)
+        return TaskData(task, "classification", "top1", 10 if kind_name == "cifar10" else 100,
+                        x_train, torch.tensor(train.targets)[train_idx], x_test, torch.tensor(test.targets)[test_idx])
+    raise ValueError(
+        f"Unknown task {task!r}; expected synthetic:shape|color|position|mirror, imagefolder:DIR, cifar10 or cifar100."
+    )
