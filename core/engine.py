@@ -110,6 +110,15 @@ def _config_differences(saved: dict, current: dict, prefix: str = "") -> list[st
     return diffs
 
 
+def _tensorboard(output: Path) -> Any:
+    """A TensorBoard writer when the ``tensorboard`` package is installed, else ``None`` (metrics.jsonl always)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(output / "tensorboard"))
+
+
 def _truncate_metrics(path: Path, last_step: int) -> None:
     """Drop metric lines a killed run wrote after its last checkpoint, so the file stays one trajectory."""
     if not path.exists():
@@ -211,6 +220,7 @@ def pretrain(
 
     # ------------------------------------------------------------------ train
     learner.train()
+    writer = _tensorboard(output) if rank == 0 else None
     progress = tqdm(total=run.steps, initial=step, disable=rank != 0 or not run.progress, desc="pretrain",
                     dynamic_ncols=True)
     last_loss, last_saved = float("nan"), step if ckpt_path.exists() else None
@@ -270,6 +280,9 @@ def pretrain(
                 }
                 with metrics_path.open("a") as f:
                     f.write(json.dumps(record) + "\n")
+                if writer is not None:
+                    for key in ("loss", "lr", "momentum", "samples_per_s", "data_time", "step_time"):
+                        writer.add_scalar(f"pretrain/{key}", record[key], step)
                 window = dict.fromkeys(window, 0.0)
             if step % run.checkpoint_every == 0 or step == run.steps:
                 if rank == 0:
@@ -284,6 +297,8 @@ def pretrain(
             if step >= run.steps:
                 break
     progress.close()
+    if writer is not None:
+        writer.close()
     if world_size > 1:
         torch.distributed.barrier()
     return {"step": step, "loss": last_loss if math.isfinite(last_loss) else None, "output": str(output),
