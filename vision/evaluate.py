@@ -31,11 +31,12 @@ import torch
 from pydantic import Field
 
 from core import cli
+from core.baselines import finetune, linear_probe
 from core.checkpoint import CheckpointError, load_checkpoint, load_encoder
 from core.config import StrictModel
 from core.fewshot import evaluate_episodes
 from core.invariance import InvarianceDescriptor, InvarianceSpace
-from core.probe import descriptor_grid, extract_features, finetune, grid_refine_probe, invariance_probe, linear_probe
+from core.probe import descriptor_grid, extract_features, grid_refine_probe, invariance_probe
 from vision.tasks import TaskData, load_task
 
 

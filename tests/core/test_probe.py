@@ -7,62 +7,16 @@ import pytest
 import torch
 from torch import nn
 
-from core.hyper_resnet import HyperResNet
-from core.invariance import InvarianceSpace
+from core.baselines import linear_probe
 from core.probe import (
     ProbeResult,
     descriptor_grid,
     extract_features,
-    finetune,
     grid_refine_probe,
     invariance_probe,
-    linear_probe,
     split_train_val,
-    trainable_stages,
 )
-from vision.prompt_vit import PromptViT
-
-SPACE = InvarianceSpace(("spatial", "appearance"))
-
-
-class PlantedEncoder(nn.Module):
-    """Features ``w·signal + (1 - w)·noise`` with ``w = i[0]`` (answer 1) or ``1 - i[0]`` (answer 0).
-
-    Inputs are ``(B, 3, D)``: channel 0 the class signal, channel 1 strong noise, channel 2 a tag (1 on test
-    images) that only the call log reads. ``i[1]`` is connected to the output with a zero weight, so its gradient
-    is exactly zero. The task is solvable only when ``w → 1``: the probe must move ``i[0]`` to the answer.
-    """
-
-    def __init__(self, answer: int, dim: int = 8) -> None:
-        super().__init__()
-        self.space = SPACE
-        self.num_features = dim
-        self.answer = answer
-        self.register_buffer("anchor", torch.zeros(()))
-        self.calls: list[tuple[int, int]] = []  # (test rows, all rows) per call
-
-    def forward(self, x: torch.Tensor, invariance: torch.Tensor) -> torch.Tensor:
-        self.space.validate(invariance)
-        self.calls.append((int(x[:, 2, 0].sum()), x.shape[0]))
-        w = invariance[..., :1] if self.answer == 1 else 1 - invariance[..., :1]
-        return w * x[:, 0] + (1 - w) * x[:, 1] + 0.0 * invariance.sum()
-
-
-def planted_data(n, seed, dim=8, num_classes=4, test=False, regression=False):
-    g = torch.Generator().manual_seed(seed)
-    if regression:
-        signal = torch.randn(n, dim, generator=g)
-        y = signal @ torch.randn(dim, 2, generator=torch.Generator().manual_seed(7)) * 5 + 100  # far from 0
-    else:
-        means = 1.5 * torch.randn(num_classes, dim, generator=torch.Generator().manual_seed(7))
-        y = torch.randint(num_classes, (n,), generator=g)
-        signal = means[y] + 0.3 * torch.randn(n, dim, generator=g)
-    noise = 3 * torch.randn(n, dim, generator=g)
-    tag = torch.full((n, dim), float(test))
-    return torch.stack([signal, noise, tag], dim=1), y  # (n, 3, dim)
-
-
-FAST = {"batch_size": 64, "invariance_lr": 0.05, "lrs": (1e-2,), "weight_decays": (0.0,)}
+from tests.core.probe_fixtures import FAST, PlantedEncoder, image_data, planted_data, tiny_resnet, tiny_vit
 
 
 @pytest.mark.parametrize("answer", [1, 0])
@@ -125,18 +79,6 @@ def test_weight_decay_touches_only_the_head():
     assert runs[0.0].history[-1]["train_loss"] < 0.5 * math.log(4)
 
 
-def tiny_resnet():
-    torch.manual_seed(0)
-    return HyperResNet(SPACE, depth=18, width=4, stem="cifar", hidden_dim=2)
-
-
-def image_data(n, seed):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(2, (n,), generator=g)
-    x = torch.randn(n, 3, 8, 8, generator=g) + y.view(-1, 1, 1, 1).float()
-    return x, y
-
-
 def test_probe_keeps_real_encoder_frozen_and_restores_it():
     encoder = tiny_resnet().train()
     encoder.layer1[0].conv1.generator.requires_grad_(False)  # a mixed pattern of flags, restored exactly
@@ -184,34 +126,8 @@ def test_test_split_is_encoded_once_after_every_choice():
     assert sum(t for t, _ in encoder.calls) == 60 * len(distinct)
 
 
-def test_linear_probe_and_finetune_on_tiny_resnet():
-    encoder = tiny_resnet().eval()
-    before = {k: v.clone() for k, v in encoder.state_dict().items()}
-    x, y = image_data(40, 0)
-    x_test, y_test = image_data(16, 1)
-    common = {"batch_size": 8, "lrs": (1e-3,), "weight_decays": (0.0,)}
-    linear = linear_probe(encoder, x, y, x_test, y_test, SPACE.descriptor(spatial=1), epochs=3, **common)
-    assert linear.method == "linear_probe" and linear.trained_params == encoder.num_features * 2 + 2
-    assert linear.descriptor == "spatial=1.00 appearance=0.00" and 0 <= linear.score <= 1
-
-    tuned = finetune(encoder, x, y, x_test, y_test, [1.0, 1.0], epochs=2, last_k_stages=1, **common)
-    layer4 = sum(p.numel() for p in encoder.layer4.parameters())
-    assert tuned.trained_params == layer4 + encoder.num_features * 2 + 2
-    assert tuned.epochs_run == 2 and not tuned.hyperparameters["stopped_by_budget"]
-    assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
-    assert not encoder.training and all(p.requires_grad for p in encoder.parameters())
-
-    budget = finetune(encoder, x, y, x_test, y_test, [1.0, 1.0], epochs=10_000, time_budget_s=0.5, **common)
-    assert budget.hyperparameters["stopped_by_budget"] and budget.epochs_run < 10_000
-    assert budget.wall_time_s < 0.5 + 10.0  # the budget stops training; only the test pass remains
-    assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
-
-
-def test_prompt_vit_stages_and_probe():
-    torch.manual_seed(0)
-    vit = PromptViT(SPACE, img_size=8, patch_size=4, embed_dim=16, depth=2, num_heads=2, num_projectors=2,
-                    drop_rate=0.5)
-    assert trainable_stages(vit, 1) == [vit.blocks[1], vit.norm]
+def test_prompt_vit_probe():
+    vit = tiny_vit()
     x, y = image_data(24, 0)
     x_test, y_test = image_data(8, 1)
     # dropout would make two feature passes differ: in eval mode they agree
@@ -220,9 +136,6 @@ def test_prompt_vit_stages_and_probe():
     result = invariance_probe(vit, x, y, x_test, y_test, epochs=1, batch_size=8, lrs=(1e-2,), weight_decays=(0.0,),
                               bits=(1, 2))
     assert set(result.quantized) == {1, 2} and set(result.quantized_refit) == {1, 2}
-    tuned = finetune(vit, x, y, x_test, y_test, [0.5, 0.5], epochs=1, batch_size=8, lrs=(1e-3,))
-    expected = sum(p.numel() for m in (vit.blocks[1], vit.norm) for p in m.parameters()) + 16 * 2 + 2
-    assert tuned.trained_params == expected
 
 
 def test_extract_features_uint8_transform_and_per_sample():
@@ -273,10 +186,6 @@ def test_probe_argument_errors():
         linear_probe(encoder, x, y[:-1], x, y, [0.5, 0.5])
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         linear_probe(encoder, x, y, x, y, [0.5, 1.5])
-    with pytest.raises(ValueError, match="layer1..layer4"):
-        finetune(encoder, x, y, x, y, [0.5, 0.5])
-    with pytest.raises(ValueError, match="last_k_stages"):
-        finetune(tiny_resnet(), *image_data(8, 0), *image_data(8, 1), [0.5, 0.5], last_k_stages=5)
     with pytest.raises(ValueError, match="encoder is on"):
         linear_probe(encoder, x, y, x, y, [0.5, 0.5], device="meta")
 

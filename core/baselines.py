@@ -1,0 +1,224 @@
+"""Baselines for the invariance probe (SPEC §8): a linear readout and fine-tuning, both at a fixed descriptor.
+
+- :func:`linear_probe`: a linear readout at a fixed descriptor, trained on cached features.
+- :func:`finetune`: the last ``k`` stages (:func:`trainable_stages`) plus a linear head at a fixed descriptor,
+  optionally stopped after a wall-clock budget, e.g. the probe's own time.
+
+Both follow the protocol of :mod:`core.probe_protocol` (validation split, sweep, one test pass at the end) and
+report score, wall time and trained parameters in a :class:`~core.probe_protocol.ProbeResult`, so they compare
+directly with :func:`~core.probe.invariance_probe` and :func:`~core.probe.grid_refine_probe`.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from core.features import (
+    DescriptorLike,
+    Transform,
+    descriptor_tensor,
+    encode,
+    encode_all,
+    encoder_num_features,
+    frozen,
+)
+from core.probe_protocol import ProbeResult, build_setup, make_result, score_test_split
+from core.probe_sweep import TrainRun, head_sweep, linear_head, state_copy, sweep
+
+
+def linear_probe(
+    encoder: nn.Module,
+    x_train: Tensor,
+    y_train: Tensor,
+    x_test: Tensor,
+    y_test: Tensor,
+    invariance: DescriptorLike,
+    *,
+    task: str = "classification",
+    metric: str | None = None,
+    epochs: int = 100,
+    batch_size: int = 256,
+    lrs: Sequence[float] = (1e-3, 1e-2),
+    weight_decays: Sequence[float] = (0.0, 1e-4),
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    transform: Transform | None = None,
+    num_classes: int | None = None,
+) -> ProbeResult:
+    """Baseline: a linear head at a fixed descriptor, trained by Adam on cached features.
+
+    One no-grad pass encodes the training data; the head is then trained exactly as in
+    :func:`~core.probe.invariance_probe` (same loss, sweep and validation selection) but without θ, so many more
+    epochs cost little.
+
+    Args:
+        invariance: The fixed descriptor. Shape: (A,).
+        epochs: Epochs per sweep configuration (cheap: features are cached).
+        (others): As in :func:`~core.probe.invariance_probe`.
+
+    Returns:
+        :class:`~core.probe_protocol.ProbeResult` (no quantised scores: the descriptor is not learned).
+    """
+    start = time.perf_counter()
+    setup = build_setup(encoder, x_train, y_train, x_test, y_test, task=task, metric=metric,
+                        val_fraction=val_fraction, seed=seed, device=device, transform=transform,
+                        num_classes=num_classes, batch_size=batch_size)
+    descriptor = descriptor_tensor(setup.space, invariance).to(setup.device)
+    with frozen(encoder):
+        rows = torch.arange(len(setup.train_images), device=setup.device)
+        cache = encode_all(encoder, setup.train_images, rows, descriptor, batch_size)  # (N, D)
+        outcome = head_sweep(setup, lambda rows, _: cache[rows], lambda _: cache[setup.val_idx], cache.shape[1],
+                             theta0=None, invariance_lr=0.0, head_init=None, lrs=lrs, weight_decays=weight_decays,
+                             epochs=epochs, batch_size=batch_size, seed=seed)
+        head = linear_head(cache.shape[1], setup.out_dim, setup.device)
+        head.load_state_dict(outcome.state["head"])
+        head.eval().requires_grad_(False)
+        (score,) = score_test_split(encoder, setup, [(descriptor, head)], batch_size)
+    hyper = {"epochs": epochs, "batch_size": batch_size, "val_fraction": val_fraction, "seed": seed}
+    trained = sum(p.numel() for p in head.parameters())
+    return make_result("linear_probe", setup, descriptor, score, outcome.val_score, start, trained, hyper, outcome,
+                       head)
+
+
+def trainable_stages(model: nn.Module, last_k_stages: int) -> list[nn.Module]:
+    """The modules :func:`finetune` trains: the last ``k`` ResNet stages, or the last ``k`` ViT blocks + norm.
+
+    A ResNet (``layer1`` … ``layer4``, e.g. :class:`~core.hyper_resnet.HyperResNet`) gives ``layer4``,
+    ``layer3``, …; a ViT (``blocks`` and ``norm``, e.g. ``vision.prompt_vit.PromptViT``) gives its last ``k``
+    blocks, the final ``norm`` and ``fc_norm`` when it has parameters.
+
+    Raises:
+        ValueError: For another architecture, or ``k`` outside ``[1, number of stages]``.
+    """
+    if all(hasattr(model, f"layer{j}") for j in range(1, 5)):
+        stages = [getattr(model, f"layer{j}") for j in range(1, 5)]
+        tail: list[nn.Module] = []
+    elif isinstance(getattr(model, "blocks", None), (nn.Sequential, nn.ModuleList)) and hasattr(model, "norm"):
+        stages = list(model.blocks)
+        tail = [m for m in (model.norm, getattr(model, "fc_norm", None))
+                if isinstance(m, nn.Module) and any(True for _ in m.parameters())]
+    else:
+        raise ValueError(f"finetune: {type(model).__name__} has neither layer1..layer4 (ResNet) nor blocks and norm "
+                         f"(ViT).")
+    if not 1 <= int(last_k_stages) <= len(stages):
+        raise ValueError(f"finetune: last_k_stages must be in [1, {len(stages)}], got {last_k_stages}.")
+    return stages[len(stages) - int(last_k_stages):] + tail
+
+
+def finetune(
+    encoder: nn.Module,
+    x_train: Tensor,
+    y_train: Tensor,
+    x_test: Tensor,
+    y_test: Tensor,
+    invariance: DescriptorLike,
+    *,
+    task: str = "classification",
+    metric: str | None = None,
+    last_k_stages: int = 1,
+    time_budget_s: float | None = None,
+    epochs: int = 10,
+    batch_size: int = 256,
+    lrs: Sequence[float] = (1e-4, 1e-3),
+    weight_decays: Sequence[float] = (0.0,),
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    transform: Transform | None = None,
+    num_classes: int | None = None,
+) -> ProbeResult:
+    """Baseline: fine-tune the last ``k`` stages (:func:`trainable_stages`) and a linear head at a fixed descriptor.
+
+    Works on a deep copy per sweep configuration; the caller's encoder is never modified. The rest of the network
+    stays frozen in eval mode; the trained stages run in train mode during steps (their BatchNorm statistics
+    adapt, dropout is on) and in eval mode for validation and test. One Adam optimiser, with the configuration's
+    learning rate and weight decay, covers the stages and the head (hence lower default learning rates than the
+    probes). With ``time_budget_s`` (e.g. a probe's ``wall_time_s``, for a same-wall-clock comparison), training
+    stops once that much time has passed since the call began, shared evenly among the sweep configurations;
+    the test evaluation comes after and counts in ``wall_time_s``.
+
+    Args:
+        invariance: The fixed descriptor. Shape: (A,).
+        last_k_stages: Stages (ResNet) or blocks (ViT) to train, counted from the end.
+        time_budget_s: Wall-clock budget for training, or ``None`` for all ``epochs``.
+        epochs: Epochs per sweep configuration.
+        lrs: Learning rates of the stages and head.
+        weight_decays: Weight decays (Adam's L2 term) of the stages and head.
+        (others): As in :func:`~core.probe.invariance_probe`.
+
+    Returns:
+        :class:`~core.probe_protocol.ProbeResult`; ``trained_params`` counts the stages and the head,
+        ``hyperparameters`` say whether the budget stopped training.
+
+    Raises:
+        ValueError: For an unsupported architecture, bad ``last_k_stages`` or a negative budget, and as
+            :func:`~core.probe.invariance_probe`.
+    """
+    start = time.perf_counter()
+    setup = build_setup(encoder, x_train, y_train, x_test, y_test, task=task, metric=metric,
+                        val_fraction=val_fraction, seed=seed, device=device, transform=transform,
+                        num_classes=num_classes, batch_size=batch_size)
+    descriptor = descriptor_tensor(setup.space, invariance).to(setup.device)
+    if time_budget_s is not None and not time_budget_s >= 0:
+        raise ValueError(f"finetune: time_budget_s must be >= 0 or None, got {time_budget_s}.")
+    trainable_stages(encoder, last_k_stages)  # fail before copying anything
+    num_features = encoder_num_features(encoder)
+
+    def fresh_copy() -> tuple[nn.Module, list[nn.Module]]:
+        model = copy.deepcopy(encoder).eval().requires_grad_(False)
+        return model, trainable_stages(model, last_k_stages)
+
+    def make_run(lr: float, wd: float) -> TrainRun:
+        model, stages = fresh_copy()
+        for stage in stages:
+            stage.requires_grad_(True)
+        head = linear_head(num_features, setup.out_dim, setup.device)
+        params = [p for stage in stages for p in stage.parameters()] + list(head.parameters())
+        optimizer = torch.optim.Adam(params, lr=lr, weight_decay=wd)
+
+        def step(idx: Tensor) -> float:
+            rows = setup.train_idx[idx.to(setup.device)]
+            for stage in stages:
+                stage.train()
+            loss = setup.loss(head(encode(model, setup.train_images, rows, descriptor)), rows)
+            for stage in stages:
+                stage.eval()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return float(loss.detach())
+
+        @torch.no_grad()
+        def validate() -> float:
+            return setup.val_score(head(encode_all(model, setup.train_images, setup.val_idx, descriptor, batch_size)))
+
+        def snapshot() -> dict[str, Any]:
+            return {"stages": [state_copy(stage) for stage in stages], "head": state_copy(head)}
+
+        return TrainRun(step, validate, snapshot)
+
+    deadline = None if time_budget_s is None else start + float(time_budget_s)
+    outcome = sweep(make_run, lrs, weight_decays, n_train=setup.train_idx.numel(), epochs=epochs,
+                    batch_size=batch_size, seed=seed, deadline=deadline)
+    model, stages = fresh_copy()
+    for stage, state in zip(stages, outcome.state["stages"], strict=True):
+        stage.load_state_dict(state)
+    head = linear_head(num_features, setup.out_dim, setup.device)
+    head.load_state_dict(outcome.state["head"])
+    head.eval().requires_grad_(False)
+    (score,) = score_test_split(model, setup, [(descriptor, head)], batch_size)
+    hyper = {"epochs": epochs, "batch_size": batch_size, "last_k_stages": last_k_stages,
+             "time_budget_s": time_budget_s, "stopped_by_budget": outcome.stopped_by_budget,
+             "val_fraction": val_fraction, "seed": seed}
+    trained = sum(p.numel() for stage in stages for p in stage.parameters()) + sum(p.numel() for p in head.parameters())
+    return make_result("finetune", setup, descriptor, score, outcome.val_score, start, trained, hyper, outcome, head)
+
+
+__all__ = ["finetune", "linear_probe", "trainable_stages"]

@@ -1,0 +1,170 @@
+"""Training by sweep: every (learning rate, weight decay) configuration, every epoch, selected on validation.
+
+The probes (:mod:`core.probe`) and the baselines (:mod:`core.baselines`) all train this way:
+
+- :func:`sweep` runs each configuration (a :class:`TrainRun`: step, validate, snapshot) for a number of epochs
+  over the same seeded batch order and keeps the (configuration, epoch) with the best validation score; epoch 0
+  (before any step) is a candidate. An optional deadline, shared evenly among configurations, stops training
+  early (the time-budgeted fine-tuning baseline).
+- :func:`head_sweep` is the sweep of a linear head, zero-initialised or warm-started, optionally together with
+  the descriptor ``i = sigmoid(θ)``; θ has its own Adam parameter group without weight decay, so weight decay
+  (Adam's L2 term) applies to the head only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from core.probe_protocol import ProbeSetup, better
+
+
+@dataclass
+class TrainRun:
+    """One (lr, weight decay) configuration: a training step, a validation pass and a snapshot of its state.
+
+    Attributes:
+        step: Trains on a batch of positions into ``setup.train_idx`` and returns the batch's loss.
+        validate: The validation score of the current state.
+        snapshot: A copy of the state, kept if this (configuration, epoch) is selected.
+        describe: Extra entries for the history (e.g. the current descriptor).
+    """
+
+    step: Callable[[Tensor], float]
+    validate: Callable[[], float]
+    snapshot: Callable[[], dict[str, Any]]
+    describe: Callable[[], dict[str, Any]] = dict
+
+
+@dataclass
+class SweepOutcome:
+    """The selected (configuration, epoch) of a :func:`sweep`, its snapshot and the whole history."""
+
+    val_score: float = math.nan
+    state: dict[str, Any] = field(default_factory=dict)
+    lr: float = math.nan
+    weight_decay: float = math.nan
+    epoch: int = 0
+    epochs_run: int = 0
+    stopped_by_budget: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def sweep(make_run: Callable[[float, float], TrainRun], lrs: Sequence[float], weight_decays: Sequence[float], *,
+          n_train: int, epochs: int, batch_size: int, seed: int, deadline: float | None = None) -> SweepOutcome:
+    """Train every configuration for ``epochs`` and keep the (configuration, epoch) with the best validation score.
+
+    Every configuration sees the same seeded batch order. Epoch 0 (before any step) is a candidate too.
+    ``deadline`` (a ``time.perf_counter()`` value) is shared evenly across configurations.
+
+    Raises:
+        ValueError: On an empty sweep, a learning rate <= 0, a weight decay < 0 or ``epochs < 0``.
+    """
+    configs = list(itertools.product(lrs, weight_decays))
+    if not configs or any(lr <= 0 for lr in lrs) or any(wd < 0 for wd in weight_decays):
+        raise ValueError(f"Need lrs > 0 and weight decays >= 0, at least one each; got {lrs} and {weight_decays}.")
+    if int(epochs) < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}.")
+    result, start = SweepOutcome(), time.perf_counter()
+    for k, (lr, wd) in enumerate(configs):
+        run = make_run(float(lr), float(wd))
+        config_deadline = None if deadline is None else start + (deadline - start) * (k + 1) / len(configs)
+        generator = torch.Generator().manual_seed(int(seed))
+
+        def consider(epoch: int, loss: float, run: TrainRun = run, lr: float = lr, wd: float = wd) -> None:
+            score = run.validate()
+            result.history.append({"lr": lr, "weight_decay": wd, "epoch": epoch, "val_score": score,
+                                   "train_loss": loss, **run.describe()})
+            if not result.state or better(score, result.val_score):  # the first candidate always counts
+                result.val_score, result.state, result.lr, result.weight_decay, result.epoch = (
+                    score, run.snapshot(), lr, wd, epoch)
+
+        consider(0, math.nan)
+        for epoch in range(1, int(epochs) + 1):
+            order = torch.randperm(n_train, generator=generator)
+            batches = list(order.split(int(batch_size)))
+            if len(batches) > 1 and batches[-1].numel() == 1:  # a batch of one breaks train-mode BatchNorm
+                batches[-2:] = [torch.cat(batches[-2:])]
+            losses = []
+            for rows in batches:
+                if config_deadline is not None and time.perf_counter() >= config_deadline:
+                    result.stopped_by_budget = True
+                    break
+                losses.append(run.step(rows))
+            if losses:
+                result.epochs_run += 1
+                consider(epoch, sum(losses) / len(losses))
+            if result.stopped_by_budget:
+                break
+    return result
+
+
+def linear_head(in_features: int, out_features: int, device: torch.device, init: nn.Linear | None = None) -> nn.Linear:
+    """A zero-initialised linear head (a convex problem: no random start needed), or a copy of ``init``."""
+    head = nn.Linear(in_features, out_features, device=device)
+    with torch.no_grad():
+        head.weight.copy_(init.weight) if init is not None else head.weight.zero_()
+        head.bias.copy_(init.bias) if init is not None else head.bias.zero_()
+    return head
+
+
+def state_copy(module: nn.Module) -> dict[str, Tensor]:
+    """A detached copy of ``module.state_dict()``, unaffected by later training steps."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def head_sweep(setup: ProbeSetup, train_features: Callable[[Tensor, Tensor], Tensor],
+               val_features: Callable[[Tensor], Tensor], in_features: int, *, theta0: Tensor | None,
+               invariance_lr: float, head_init: nn.Linear | None, lrs: Sequence[float],
+               weight_decays: Sequence[float], epochs: int, batch_size: int, seed: int) -> SweepOutcome:
+    """Sweep a linear head (and θ, when ``theta0`` is given) trained with Adam.
+
+    ``train_features(rows, invariance)`` gives features of dataset rows (with the graph to ``invariance``);
+    ``val_features(invariance)`` gives no-grad validation features. The snapshot holds ``"head"`` (a state
+    dict) and ``"invariance"`` (``sigmoid(θ)``, or an empty tensor without θ).
+    """
+
+    def make_run(lr: float, wd: float) -> TrainRun:
+        head = linear_head(in_features, setup.out_dim, setup.device, head_init)
+        groups: list[dict[str, Any]] = [{"params": list(head.parameters()), "lr": lr, "weight_decay": wd}]
+        theta = None
+        if theta0 is not None:  # the descriptor's own group: never decayed
+            theta = theta0.detach().clone().to(setup.device).requires_grad_(True)
+            groups.append({"params": [theta], "lr": invariance_lr, "weight_decay": 0.0})
+        optimizer = torch.optim.Adam(groups)
+
+        def invariance() -> Tensor:
+            return torch.sigmoid(theta) if theta is not None else torch.empty(0, device=setup.device)
+
+        def step(idx: Tensor) -> float:
+            rows = setup.train_idx[idx.to(setup.device)]
+            loss = setup.loss(head(train_features(rows, invariance())), rows)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return float(loss.detach())
+
+        @torch.no_grad()
+        def validate() -> float:
+            return setup.val_score(head(val_features(invariance())))
+
+        def snapshot() -> dict[str, Any]:
+            return {"head": state_copy(head), "invariance": invariance().detach().clone()}
+
+        def describe() -> dict[str, Any]:
+            return {} if theta is None else {"invariance": invariance().tolist()}
+
+        return TrainRun(step, validate, snapshot, describe)
+
+    n_train = setup.train_idx.numel()
+    return sweep(make_run, lrs, weight_decays, n_train=n_train, epochs=epochs, batch_size=batch_size, seed=seed)
+
+
+__all__ = ["SweepOutcome", "TrainRun", "head_sweep", "linear_head", "state_copy", "sweep"]
