@@ -46,8 +46,11 @@ class HyperBasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = _conv(planes, planes, 3, padding=1, **gen)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.last_bn = self.bn2
         self.downsample = _shortcut(in_chans, planes, stride, gen)
+
+    @property
+    def last_bn(self) -> nn.BatchNorm2d:
+        return self.bn2
 
     def forward(self, x: Tensor, cond: Conditioning) -> Tensor:
         z = None if self.embed is None else self.embed(cond.invariance)  # (U, E), once per block
@@ -74,8 +77,11 @@ class HyperBottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = _conv(planes, out_chans, 1, **gen)
         self.bn3 = nn.BatchNorm2d(out_chans)
-        self.last_bn = self.bn3
         self.downsample = _shortcut(in_chans, out_chans, stride, gen)
+
+    @property
+    def last_bn(self) -> nn.BatchNorm2d:
+        return self.bn3
 
     def forward(self, x: Tensor, cond: Conditioning) -> Tensor:
         z = None if self.embed is None else self.embed(cond.invariance)  # (U, E), once per block
@@ -227,13 +233,13 @@ class HyperResNet(nn.Module):
             ValueError: If a key is missing or a shape differs (e.g. another depth or width).
         """
         own = self.state_dict()
+        loaded: set[str] = set()
         for key, value in state_dict.items():
             if key.startswith("fc.") and not isinstance(self.fc, nn.Linear):
                 continue
             parts = key.split(".")
             if parts[0].startswith("layer") and parts[-1] == "weight" and _is_conv_key(parts):
-                target = ".".join(parts[:-1])
-                target = target.replace("downsample.0", "downsample.conv")
+                target = ".".join(parts[:-1]).replace("downsample.0", "downsample.conv")
                 module = self.get_submodule(target)
                 if isinstance(module, PlainConv2d) and module.weight.shape == value.shape:
                     module.weight.copy_(value)
@@ -243,6 +249,7 @@ class HyperResNet(nn.Module):
                     raise ValueError(
                         f"load_resnet_state_dict: {key} of shape {tuple(value.shape)} does not fit {target}."
                     )
+                loaded.update(k for k in own if k.startswith(f"{target}."))
                 continue
             target = key.replace("downsample.1", "downsample.bn")
             if target not in own:
@@ -253,6 +260,11 @@ class HyperResNet(nn.Module):
                     f"expected {tuple(own[target].shape)}."
                 )
             own[target].copy_(value)
+            loaded.add(target)
+        # Block embeddings only feed the (now zeroed) generator weights; everything else must have been given.
+        missing = [k for k in own if k not in loaded and ".embed." not in k and not k.startswith("fc.")]
+        if missing:
+            raise ValueError(f"load_resnet_state_dict: the state dict lacks {len(missing)} entries: {missing[:3]}.")
 
 
 def _is_conv_key(parts: list[str]) -> bool:

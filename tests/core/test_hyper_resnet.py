@@ -167,3 +167,11 @@ def test_plain_baseline_is_torchvision_resnet(depth: int) -> None:
     with torch.no_grad():
         assert torch.equal(baseline(x, torch.tensor([1.0, 0.0])), plain(x))
         assert torch.equal(baseline(x, torch.rand(2, 2)), plain(x))  # the descriptor is ignored
+
+
+def test_warm_start_rejects_incomplete_weights() -> None:
+    hyper = HyperResNet(GROUPS, depth=18, hidden_dim=1)
+    state = torchvision.models.resnet18().state_dict()
+    del state["layer2.0.bn1.running_var"]
+    with pytest.raises(ValueError, match="lacks 1 entries"):
+        hyper.load_resnet_state_dict(state)
