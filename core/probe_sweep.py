@@ -92,16 +92,17 @@ def sweep(make_run: Callable[[float, float], TrainRun], lrs: Sequence[float], we
             batches = list(order.split(int(batch_size)))
             if len(batches) > 1 and batches[-1].numel() == 1:  # a batch of one breaks train-mode BatchNorm
                 batches[-2:] = [torch.cat(batches[-2:])]
-            losses = []
+            losses, out_of_time = [], False
             for rows in batches:
                 if config_deadline is not None and time.perf_counter() >= config_deadline:
-                    result.stopped_by_budget = True
+                    out_of_time = True
                     break
                 losses.append(run.step(rows))
             if losses:
                 result.epochs_run += 1
                 consider(epoch, sum(losses) / len(losses))
-            if result.stopped_by_budget:
+            if out_of_time:  # this configuration's share is spent; the next one still gets its own
+                result.stopped_by_budget = True
                 break
     return result
 
