@@ -127,7 +127,8 @@ class HyperResNet(nn.Module):
         depth: 18, 34 (BasicBlock) or 50 (Bottleneck).
         in_chans: Input channels (3 for images, 1 for spectrograms).
         width: Channels of the first stage (64 in the standard ResNet; stages use width·(1, 2, 4, 8)).
-        stem: ``"imagenet"`` (7x7/2 conv + 3x3/2 max-pool) or ``"cifar"`` (3x3/1 conv, no pool: small inputs).
+        stem: ``"imagenet"`` (7x7/2 conv + 3x3/2 max-pool, /4), ``"cifar"`` (3x3/1 conv, no pool, /1) or
+            ``"small"`` (3x3/2 conv, no pool, /2: 32 px inputs at a quarter of the CIFAR stem's cost).
         embed_dim: Block-embedding size (paper: 16).
         hidden_dim: Generator width (paper: 32); the main lever on parameter count and step time.
         num_classes: Size of a linear classifier on the pooled features; 0 for none (features out).
@@ -155,8 +156,8 @@ class HyperResNet(nn.Module):
         super().__init__()
         if depth not in DEPTHS:
             raise ValueError(f"HyperResNet depth must be one of {sorted(DEPTHS)}, got {depth}.")
-        if stem not in ("imagenet", "cifar"):
-            raise ValueError(f"HyperResNet stem must be 'imagenet' or 'cifar', got {stem!r}.")
+        if stem not in ("imagenet", "cifar", "small"):
+            raise ValueError(f"HyperResNet stem must be 'imagenet', 'cifar' or 'small', got {stem!r}.")
         kind, layers = DEPTHS[depth]
         block = HyperBasicBlock if kind == "basic" else HyperBottleneck
         self.space = space
@@ -167,7 +168,7 @@ class HyperResNet(nn.Module):
             self.conv1 = nn.Conv2d(in_chans, width, 7, stride=2, padding=3, bias=False)
             self.maxpool: nn.Module = nn.MaxPool2d(3, stride=2, padding=1)
         else:
-            self.conv1 = nn.Conv2d(in_chans, width, 3, stride=1, padding=1, bias=False)
+            self.conv1 = nn.Conv2d(in_chans, width, 3, stride=2 if stem == "small" else 1, padding=1, bias=False)
             self.maxpool = nn.Identity()
         self.bn1 = nn.BatchNorm2d(width)
 
