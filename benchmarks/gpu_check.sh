@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# One-command GPU check for a session that is lent a GPU (about 15 minutes of device time, one call).
+#
+#   bash benchmarks/gpu_check.sh            # from a checkout; results in ${OUT:-benchmarks/results/gpu}
+#
+# Steps (each under its own time limit; a failing step is recorded and the next one still runs):
+#   1. GPU and library versions (nvidia-smi, torch.cuda)                -> env.txt
+#   2. TORCH_DEVICE=cuda pytest of the backbone tests                    -> pytest.xml
+#   3. benchmarks/pretrain_throughput.py --device cuda (bf16 autocast)   -> pretrain_throughput.json
+#      (benchmarks/hypernet_overhead.py has no device option, so it is not run here)
+#   4. a 50-step python -m vision.pretrain smoke run on CUDA with bf16, then core.load_encoder on CUDA
+#                                                                         -> gpu-pretrain/{config.json,metrics.jsonl}
+# A summary of every step (status, seconds) goes to gpu_check.json; the exit status is 1 if any step failed.
+# About 4-6 minutes on one H100 (budget: under 8).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+OUT_DIR="${OUT:-benchmarks/results/gpu}"
+mkdir -p "$OUT_DIR"
+if [[ -f .venv/bin/activate ]]; then
+    # shellcheck disable=SC1091
+    . .venv/bin/activate
+fi
+PYTHON="${PYTHON:-python}"
+STARTED=$(date +%s)
+declare -a RESULTS=()
+FAILED=0
+
+# step NAME LIMIT_SECONDS COMMAND...: run COMMAND under a time limit, record its status and duration.
+step() {
+    local name=$1 limit=$2
+    shift 2
+    local began status
+    began=$(date +%s)
+    echo
+    echo "=== [$name] (limit ${limit}s, $(($(date +%s) - STARTED))s elapsed) $*"
+    if timeout --kill-after=10 "$limit" "$@"; then status=0; else status=$?; fi
+    local seconds=$(($(date +%s) - began))
+    if [[ $status -ne 0 ]]; then
+        FAILED=1
+        echo "=== [$name] FAILED with status $status after ${seconds}s"
+    else
+        echo "=== [$name] ok in ${seconds}s"
+    fi
+    RESULTS+=("{\"step\": \"$name\", \"status\": $status, \"seconds\": $seconds}")
+}
+
+# Install only when the packages cannot be imported from this checkout.
+if ! "$PYTHON" -c "import core" >/dev/null 2>&1; then
+    echo "=== import core failed: installing the project (pip install -e .[dev])"
+    "$PYTHON" -m pip install -e ".[dev]" -q
+fi
+
+environment() {
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    "$PYTHON" - <<'EOF'
+import platform
+import torch
+print(f"python {platform.python_version()}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
+      f"cuDNN {torch.backends.cudnn.version()}")
+print(f"cuda available: {torch.cuda.is_available()}; devices: {torch.cuda.device_count()}; "
+      f"bf16: {torch.cuda.is_available() and torch.cuda.is_bf16_supported()}")
+assert torch.cuda.is_available(), "torch does not see a CUDA device"
+print(f"device 0: {torch.cuda.get_device_name(0)}")
+EOF
+}
+export -f environment
+export PYTHON OUT_DIR
+step environment 60 bash -c 'set -euo pipefail; environment | tee "$OUT_DIR/env.txt"'
+
+step pytest 180 env TORCH_DEVICE=cuda "$PYTHON" -m pytest -q -x tests/core/test_hyper_resnet.py \
+    tests/vision/test_models.py --junitxml "$OUT_DIR/pytest.xml" -p no:cacheprovider
+
+step pretrain_throughput 300 "$PYTHON" benchmarks/pretrain_throughput.py --device cuda --amp bf16 \
+    --workers 2 8 --aug-batches 64 --model-warmup 5 --model-rounds 20 --warmup 10 --steps 60 \
+    --output "$OUT_DIR/pretrain_throughput.json"
+
+smoke() {
+    local run_dir="$OUT_DIR/gpu-pretrain"
+    "$PYTHON" -m vision.pretrain --run.steps 50 --run.device cuda --run.amp bf16 --run.output "$run_dir" \
+        --run.resume false --run.progress false
+    "$PYTHON" - "$run_dir" <<'EOF'
+import json
+import sys
+import torch
+from core import load_encoder
+run = sys.argv[1]
+encoder = load_encoder(run, map_location="cuda")
+x = torch.rand(4, 3, 32, 32, device="cuda")
+with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+    features = encoder(x, encoder.space.descriptors[0].to("cuda"))
+assert torch.isfinite(features).all(), "non-finite features"
+last = [json.loads(line) for line in open(f"{run}/metrics.jsonl")][-1]
+print(f"load_encoder on cuda ok: features {tuple(features.shape)}; last metrics {last}")
+EOF
+    rm -f "$run_dir/checkpoint.pt"  # hundreds of MB; config.json and metrics.jsonl are kept
+}
+export -f smoke
+step pretrain_smoke 240 bash -c 'set -euo pipefail; smoke'
+
+TOTAL=$(($(date +%s) - STARTED))
+{
+    echo "{"
+    echo "  \"date\": \"$(date -Iseconds)\","
+    echo "  \"total_seconds\": $TOTAL,"
+    echo "  \"failed\": $FAILED,"
+    echo "  \"steps\": ["
+    for i in "${!RESULTS[@]}"; do
+        sep=","
+        [[ $i -eq $((${#RESULTS[@]} - 1)) ]] && sep=""
+        echo "    ${RESULTS[$i]}$sep"
+    done
+    echo "  ]"
+    echo "}"
+} >"$OUT_DIR/gpu_check.json"
+cat "$OUT_DIR/gpu_check.json"
+echo "gpu_check: total ${TOTAL}s; results in $OUT_DIR"
+exit "$FAILED"

@@ -1,0 +1,268 @@
+"""Cost of the downstream probes on the synthetic tasks: wall time, score and trained parameters per method.
+
+For each task (``synthetic:shape``, ``color``, ``position``, ``mirror``) of one pre-trained run, this process
+measures five evaluations on the same data, on the same machine, in the same run:
+
+- ``linear``: linear readout at the all-ones descriptor (:func:`core.baselines.linear_probe`);
+- ``gradient``: the invariance probe by gradient descent on θ (:func:`core.probe.invariance_probe`);
+- ``grid_refine``: the invariance probe by grid + refine (:func:`core.probe.grid_refine_probe`);
+- ``finetune``: fine-tuning the last stage plus a head at the all-ones descriptor (:func:`core.baselines.finetune`);
+- ``finetune_budget``: the same, stopped at the gradient probe's wall clock (``time_budget_s`` = its time).
+
+Ratios (grid + refine time / gradient time) use numbers of the same run. The score difference (grid + refine
+minus gradient) comes with a paired bootstrap 95% interval over the test images: "within noise" means the
+interval contains 0. It covers test-set sampling only; seeds of the split and batch order are not varied.
+
+Then the few-shot speed: 10,000 5-way 1-shot episodes (15 queries) of :func:`core.fewshot.evaluate_episodes`
+with the ridge classifier, on features of the shape task's test images cached once by
+:func:`core.probe.extract_features` (``benchmarks/fewshot_speed.py`` does the same on random features).
+
+    python benchmarks/probe_cost.py --checkpoint runs/vision-pretrain   # writes benchmarks/results/probe_cost.json
+    python benchmarks/probe_cost.py          # first pre-trains benchmarks/results/probe_cost_run (150 steps)
+    python benchmarks/probe_cost.py --quick  # smoke run (tiny data, 20 pre-training steps): probe_cost_quick.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+from core.baselines import finetune, linear_probe  # noqa: E402
+from core.checkpoint import load_checkpoint, load_encoder  # noqa: E402
+from core.fewshot import evaluate_episodes  # noqa: E402
+from core.metrics import compute_metric  # noqa: E402
+from core.probe import ProbeResult, extract_features, grid_refine_probe, invariance_probe  # noqa: E402
+from vision.tasks import TaskData, load_task  # noqa: E402
+
+TASKS = ("synthetic:shape", "synthetic:color", "synthetic:position", "synthetic:mirror")
+METHODS = ("linear", "gradient", "grid_refine", "finetune", "finetune_budget")
+RESULTS = Path(__file__).parent / "results"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, help="Pre-training run folder. Default: pre-train a short run "
+                        "into benchmarks/results/probe_cost_run first (reused when it is already there).")
+    parser.add_argument("--pretrain-steps", type=int, default=150, help="Steps of that run (no --checkpoint).")
+    parser.add_argument("--tasks", default=",".join(TASKS), help="Comma-separated synthetic tasks.")
+    parser.add_argument("--num-train", type=int, default=1000, help="Training images (20%% become validation).")
+    parser.add_argument("--num-test", type=int, default=500, help="Test images.")
+    parser.add_argument("--epochs", type=int, default=10, help="Gradient probe epochs per sweep configuration.")
+    parser.add_argument("--refine-epochs", type=int, default=1, help="Grid + refine: gradient epochs after the grid.")
+    parser.add_argument("--linear-epochs", type=int, default=50, help="Linear readout epochs (cached features).")
+    parser.add_argument("--finetune-epochs", type=int, default=2, help="Fine-tuning epochs per configuration.")
+    parser.add_argument("--batch-size", type=int, default=128, help="Examples per step and per feature pass.")
+    parser.add_argument("--lrs", default="1e-2", help="Head learning rates swept by the linear and invariance "
+                        "probes (comma-separated; fine-tuning keeps its own 1e-4,1e-3).")
+    parser.add_argument("--weight-decays", default="0", help="Head weight decays swept (comma-separated).")
+    parser.add_argument("--invariance-lr", type=float, default=0.05, help="Adam step on θ (both probe routes).")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="Paired bootstrap resamples of the test set.")
+    parser.add_argument("--episodes", type=int, default=10_000, help="Few-shot episodes (5-way 1-shot, 15 queries).")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 keeps torch's default).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the data, split, batch order and episodes.")
+    parser.add_argument("--quick", action="store_true", help="Smoke run: 200/100 images, 2 epochs, 1,000 "
+                        "episodes, 20 pre-training steps; writes probe_cost_quick.json.")
+    parser.add_argument("--output", type=Path, help="JSON path (default results/probe_cost[_quick].json).")
+    args = parser.parse_args()
+    if args.quick:
+        args.num_train, args.num_test, args.epochs, args.linear_epochs = 200, 100, 2, 10
+        args.finetune_epochs, args.episodes, args.bootstrap, args.pretrain_steps = 1, 1000, 200, 20
+    args.output = args.output or RESULTS / ("probe_cost_quick.json" if args.quick else "probe_cost.json")
+    return args
+
+
+def pretrained_run(args: argparse.Namespace) -> dict:
+    """The run to evaluate: ``--checkpoint``, or a short ``vision.pretrain`` run made (or reused) here."""
+    if args.checkpoint is not None:
+        return {"path": str(args.checkpoint), "pretrained_by_benchmark": False}
+    run = RESULTS / ("probe_cost_run_quick" if args.quick else "probe_cost_run")
+    command = [sys.executable, "-m", "vision.pretrain", "--run.output", str(run.relative_to(ROOT)),
+               "--run.steps", str(args.pretrain_steps), "--run.progress", "false"]
+    shown = "python " + shlex.join(command[1:])
+    info = {"path": str(run.relative_to(ROOT)), "pretrained_by_benchmark": True, "pretrain_command": shown}
+    if (run / "checkpoint.pt").is_file():
+        step = load_checkpoint(run).get("step")
+        if step != args.pretrain_steps:
+            raise SystemExit(f"{run} holds a run of {step} steps, not {args.pretrain_steps}: delete it first.")
+        print(f"reusing {run} (made by: {shown})")
+        return info | {"reused": True}
+    print(f"no --checkpoint: pre-training first: {shown}")
+    began = time.perf_counter()
+    subprocess.run(command, cwd=ROOT, check=True)
+    return info | {"reused": False, "pretrain_wall_time_s": round(time.perf_counter() - began, 1)}
+
+
+def summary(result: ProbeResult) -> dict:
+    return {"score": result.score, "val_score": result.val_score, "wall_time_s": result.wall_time_s,
+            "trained_params": result.trained_params, "descriptor": result.descriptor,
+            "epochs_run": result.epochs_run, "selected_epoch": result.hyperparameters["selected_epoch"],
+            "stopped_by_budget": result.hyperparameters.get("stopped_by_budget")}
+
+
+def head_predictions(encoder: torch.nn.Module, data: TaskData, result: ProbeResult, batch_size: int) -> torch.Tensor:
+    """The result's head on test features at its descriptor, on the targets' scale. Shape: (M, K)."""
+    features = extract_features(encoder, data.x_test, result.invariance, batch_size=batch_size)
+    with torch.no_grad():
+        out = result.head(features).double()
+    if data.kind == "regression":  # heads predict standardised targets
+        hyper = result.hyperparameters
+        out = out * torch.tensor(hyper["target_std"]).double() + torch.tensor(hyper["target_mean"]).double()
+    return out
+
+
+def paired_bootstrap(encoder: torch.nn.Module, data: TaskData, base: ProbeResult, other: ProbeResult,
+                     args: argparse.Namespace) -> dict:
+    """95% interval of ``other.score - base.score`` over test-set resamples (the same resample for both)."""
+    num_classes = data.num_outputs if data.kind == "classification" else None
+    preds = [head_predictions(encoder, data, r, args.batch_size) for r in (base, other)]
+    for pred, result in zip(preds, (base, other), strict=True):  # the recomputed score is the reported one
+        recomputed = compute_metric(data.metric, pred, data.y_test, num_classes)
+        if abs(recomputed - result.score) > 1e-4:
+            raise RuntimeError(f"{result.method}: recomputed test score {recomputed} != reported {result.score}")
+    generator = torch.Generator().manual_seed(args.seed)
+    diffs = []
+    for _ in range(args.bootstrap):
+        rows = torch.randint(len(data.y_test), (len(data.y_test),), generator=generator)
+        a, b = (compute_metric(data.metric, p[rows], data.y_test[rows], num_classes) for p in preds)
+        diffs.append(b - a)
+    q = torch.tensor([0.025, 0.975], dtype=torch.float64)
+    lo, hi = torch.tensor(diffs, dtype=torch.float64).quantile(q).tolist()
+    return {"difference": other.score - base.score, "ci95_low": lo, "ci95_high": hi, "within_noise": lo <= 0 <= hi}
+
+
+def run_task(encoder: torch.nn.Module, image_size: int, task: str, args: argparse.Namespace) -> dict:
+    """The five evaluations of one task, in a fixed order, and the grid + refine vs gradient comparison."""
+    data = load_task(task, image_size, encoder.space, num_train=args.num_train, num_test=args.num_test,
+                     seed=args.seed)
+    num_classes = data.num_outputs if data.kind == "classification" else None
+    common = {"task": data.kind, "metric": data.metric, "batch_size": args.batch_size, "seed": args.seed,
+              "num_classes": num_classes}
+    sweep = {"lrs": [float(v) for v in args.lrs.split(",")],
+             "weight_decays": [float(v) for v in args.weight_decays.split(",")]}
+    split = (encoder, data.x_train, data.y_train, data.x_test, data.y_test)
+    ones = [1.0] * encoder.space.dim
+    load: dict[str, float] = {}
+
+    def timed(name: str, evaluate: Callable[[], ProbeResult]) -> ProbeResult:
+        result = evaluate()
+        load[name] = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan  # flags contention
+        print(f"{task}: {name:<16} {result.wall_time_s:7.1f} s", flush=True)
+        return result
+
+    results = {
+        "linear": timed("linear", lambda: linear_probe(*split, ones, epochs=args.linear_epochs, **sweep, **common)),
+        "gradient": timed("gradient", lambda: invariance_probe(
+            *split, epochs=args.epochs, invariance_lr=args.invariance_lr, **sweep, **common)),
+        "grid_refine": timed("grid_refine", lambda: grid_refine_probe(
+            *split, refine_epochs=args.refine_epochs, invariance_lr=args.invariance_lr, **sweep, **common)),
+        "finetune": timed("finetune", lambda: finetune(
+            *split, ones, last_k_stages=1, epochs=args.finetune_epochs, **common)),
+    }
+    budget = results["gradient"].wall_time_s
+    results["finetune_budget"] = timed("finetune_budget", lambda: finetune(
+        *split, ones, last_k_stages=1, time_budget_s=budget, epochs=10_000, **common))
+    gradient, grid = results["gradient"], results["grid_refine"]
+    # Extrapolation, not a measurement: the gradient probe's epochs at which grid + refine would take a third of
+    # its time, taking one gradient epoch per configuration to cost what a refine epoch cost here.
+    configs = len(sweep["lrs"]) * len(sweep["weight_decays"])
+    epoch_s = grid.stages["refine"]["wall_time_s"] / (configs * args.refine_epochs) if args.refine_epochs else None
+    break_even = None if epoch_s is None else (
+        3 * grid.wall_time_s - (gradient.wall_time_s - configs * args.epochs * epoch_s)) / (configs * epoch_s)
+    return {
+        "kind": data.kind, "metric": data.metric, "num_train": len(data.x_train), "num_test": len(data.x_test),
+        "methods": {name: summary(r) | {"load_1min_after": load[name]} for name, r in results.items()},
+        "grid_stage": {k: grid.stages["grid"][k] for k in ("score", "descriptor", "wall_time_s")},
+        "refine_stage_wall_time_s": grid.stages["refine"]["wall_time_s"],
+        "gradient_epoch_s_estimate": epoch_s, "epochs_for_one_third_extrapolated": break_even,
+        "grid_refine_vs_gradient": {"time_ratio": grid.wall_time_s / gradient.wall_time_s,
+                                    **paired_bootstrap(encoder, data, gradient, grid, args)},
+    }
+
+
+def run_fewshot(encoder: torch.nn.Module, image_size: int, args: argparse.Namespace) -> dict:
+    """Ridge few-shot episodes on the shape task's test features, cached once; the episodes are timed."""
+    data = load_task("synthetic:shape", image_size, encoder.space, num_train=args.num_train,
+                     num_test=args.num_test, seed=args.seed)
+    began = time.perf_counter()
+    features = extract_features(encoder, data.x_test, [1.0] * encoder.space.dim, batch_size=args.batch_size)
+    extract_s = time.perf_counter() - began
+    episode = {"n_way": 5, "k_shot": 1, "n_query": 15, "classifier": "ridge", "seed": args.seed}
+    evaluate_episodes(features, data.y_test, num_episodes=50, **episode)  # warm-up, not timed
+    began = time.perf_counter()
+    result = evaluate_episodes(features, data.y_test, num_episodes=args.episodes, **episode)
+    seconds = time.perf_counter() - began
+    return result | {"seconds": seconds, "episodes_per_s": args.episodes / seconds, "extract_features_s": extract_s,
+                     "num_images": len(data.x_test), "descriptor": "all ones", "goal_s": 20.0}
+
+
+def print_tables(report: dict) -> None:
+    print(f"\n{'task':<20} {'method':<16} {'metric':<6} {'score':>7} {'time s':>8} {'params':>9}  descriptor")
+    for task, entry in report["tasks"].items():
+        for name in METHODS:
+            m = entry["methods"][name]
+            print(f"{task:<20} {name:<16} {entry['metric']:<6} {m['score']:7.4f} {m['wall_time_s']:8.1f} "
+                  f"{m['trained_params']:9d}  {m['descriptor']}")
+    print(f"\n{'task':<20} {'grid+refine / gradient time':>28} {'score diff':>11} {'95% CI':>20}  within noise")
+    for task, entry in report["tasks"].items():
+        c = entry["grid_refine_vs_gradient"]
+        print(f"{task:<20} {c['time_ratio']:28.3f} {c['difference']:+11.4f} "
+              f"{'[' + format(c['ci95_low'], '+.4f') + ', ' + format(c['ci95_high'], '+.4f') + ']':>20}  "
+              f"{c['within_noise']}")
+    f = report["fewshot"]
+    print(f"\nfew-shot: {f['num_episodes']} {f['n_way']}-way {f['k_shot']}-shot episodes ({f['n_query']} queries), "
+          f"ridge: {f['seconds']:.2f} s ({f['episodes_per_s']:.0f}/s; goal < {f['goal_s']:.0f} s), "
+          f"accuracy {f['mean']:.4f} ± {f['ci95']:.4f}; feature extraction {f['extract_features_s']:.1f} s")
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    began = time.perf_counter()
+    checkpoint = pretrained_run(args)
+    state = load_checkpoint(checkpoint["path"])
+    image_size = int(state["config"]["data"]["image_size"])
+    checkpoint |= {"step": state.get("step"), "backbone": state["config"]["model"]["backbone"],
+                   "space": list(state["space"]["names"]), "image_size": image_size}
+    encoder = load_encoder(checkpoint["path"])
+    measure_began = time.perf_counter()
+    report: dict = {
+        "benchmark": "probe_cost",
+        "date": datetime.now().isoformat(timespec="seconds"),
+        "command": "python " + shlex.join(["benchmarks/probe_cost.py", *sys.argv[1:]]),
+        "checkpoint": checkpoint,
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+                        "machine": platform.machine(), "processor": platform.processor(),
+                        "load_average_1min_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
+        "tasks": {},
+    }
+    for task in args.tasks.split(","):
+        report["tasks"][task] = run_task(encoder, image_size, task, args)
+    report["fewshot"] = run_fewshot(encoder, image_size, args)
+    report["measure_wall_time_s"] = time.perf_counter() - measure_began
+    report["total_wall_time_s"] = time.perf_counter() - began
+    print_tables(report)
+    print(f"\nmeasured in {report['measure_wall_time_s']:.0f} s ({report['total_wall_time_s']:.0f} s in all)")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
