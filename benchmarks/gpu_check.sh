@@ -11,7 +11,11 @@
 #   4. a 50-step python -m vision.pretrain smoke run on CUDA with bf16, then core.load_encoder on CUDA
 #                                                                         -> gpu-pretrain/{config.json,metrics.jsonl}
 # A summary of every step (status, seconds) goes to gpu_check.json; the exit status is 1 if any step failed.
-# About 4-6 minutes on one H100 (budget: under 8).
+# About 4-6 minutes on one H100 (budget: under 8; the step limits add up to 11 minutes at worst).
+#
+# On this workplace's lent GPU machine (no package index; python3 holds torch, timm, pyyaml but not pydantic),
+# carry pydantic's wheels (see benchmarks/README.md) and run:
+#   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=600)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -21,7 +25,7 @@ if [[ -f .venv/bin/activate ]]; then
     # shellcheck disable=SC1091
     . .venv/bin/activate
 fi
-PYTHON="${PYTHON:-python}"
+PYTHON="${PYTHON:-$(command -v python || command -v python3)}"
 STARTED=$(date +%s)
 declare -a RESULTS=()
 FAILED=0
@@ -45,11 +49,23 @@ step() {
     RESULTS+=("{\"step\": \"$name\", \"status\": $status, \"seconds\": $seconds}")
 }
 
-# Install only when the packages cannot be imported from this checkout.
+# Offline machines: wheels carried in .whl/ (e.g. pydantic and its three dependencies, which the lent GPU
+# image lacks) are installed first, without an index, into /tmp/site.
+if compgen -G ".whl/*.whl" >/dev/null; then
+    echo "=== installing the carried wheels in .whl/ into /tmp/site"
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl/*.whl
+    export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+# Install the project only when it cannot be imported from this checkout (needs a package index).
 if ! "$PYTHON" -c "import core" >/dev/null 2>&1; then
     echo "=== import core failed: installing the project (pip install -e .[dev])"
     "$PYTHON" -m pip install -e ".[dev]" -q
 fi
+"$PYTHON" -c "import core.engine, vision.pretrain" || {
+    echo "gpu_check: the project does not import (see above); carry the missing wheels in .whl/" >&2
+    exit 1
+}
 
 environment() {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -68,10 +84,10 @@ export -f environment
 export PYTHON OUT_DIR
 step environment 60 bash -c 'set -euo pipefail; environment | tee "$OUT_DIR/env.txt"'
 
-step pytest 180 env TORCH_DEVICE=cuda "$PYTHON" -m pytest -q -x tests/core/test_hyper_resnet.py \
+step pytest 200 env TORCH_DEVICE=cuda "$PYTHON" -m pytest -q -x tests/core/test_hyper_resnet.py \
     tests/vision/test_models.py --junitxml "$OUT_DIR/pytest.xml" -p no:cacheprovider
 
-step pretrain_throughput 300 "$PYTHON" benchmarks/pretrain_throughput.py --device cuda --amp bf16 \
+step pretrain_throughput 240 "$PYTHON" benchmarks/pretrain_throughput.py --device cuda --amp bf16 \
     --workers 2 8 --aug-batches 64 --model-warmup 5 --model-rounds 20 --warmup 10 --steps 60 \
     --output "$OUT_DIR/pretrain_throughput.json"
 
@@ -96,7 +112,7 @@ EOF
     rm -f "$run_dir/checkpoint.pt"  # hundreds of MB; config.json and metrics.jsonl are kept
 }
 export -f smoke
-step pretrain_smoke 240 bash -c 'set -euo pipefail; smoke'
+step pretrain_smoke 180 bash -c 'set -euo pipefail; smoke'
 
 TOTAL=$(($(date +%s) - STARTED))
 {
