@@ -99,12 +99,22 @@ def pretrained_run(args: argparse.Namespace) -> dict:
         step = load_checkpoint(run).get("step")
         if step != args.pretrain_steps:
             raise SystemExit(f"{run} holds a run of {step} steps, not {args.pretrain_steps}: delete it first.")
-        print(f"reusing {run} (made by: {shown})")
+        print(f"reusing {run} (made by: {shown}); delete it to pre-train afresh after code changes")
         return info | {"reused": True}
     print(f"no --checkpoint: pre-training first: {shown}")
     began = time.perf_counter()
     subprocess.run(command, cwd=ROOT, check=True)
     return info | {"reused": False, "pretrain_wall_time_s": round(time.perf_counter() - began, 1)}
+
+
+def git_state() -> dict:
+    """The checkout's commit and whether tracked files differ from it (the code that made these numbers)."""
+    def git(*command: str) -> str:
+        done = subprocess.run(["git", *command], cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    return {"git_commit": git("rev-parse", "--short", "HEAD") or None,
+            "git_dirty_files": git("status", "--porcelain", "--untracked-files=no").splitlines()}
 
 
 def summary(result: ProbeResult) -> dict:
@@ -237,14 +247,15 @@ def main() -> None:
     checkpoint = pretrained_run(args)
     state = load_checkpoint(checkpoint["path"])
     image_size = int(state["config"]["data"]["image_size"])
-    checkpoint |= {"step": state.get("step"), "backbone": state["config"]["model"]["backbone"],
-                   "space": list(state["space"]["names"]), "image_size": image_size}
+    checkpoint |= {"step": state.get("step"), "encoder": state["encoder"], "space": list(state["space"]["names"]),
+                   "image_size": image_size}
     encoder = load_encoder(checkpoint["path"])
     measure_began = time.perf_counter()
     report: dict = {
         "benchmark": "probe_cost",
         "date": datetime.now().isoformat(timespec="seconds"),
         "command": "python " + shlex.join(["benchmarks/probe_cost.py", *sys.argv[1:]]),
+        **git_state(),
         "checkpoint": checkpoint,
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
