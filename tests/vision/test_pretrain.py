@@ -67,7 +67,7 @@ def test_config_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load(PretrainConfig, ["--config", str(tmp_path / "absent.yaml")])
     kept = load(PretrainConfig, ["--run.seed", "3"])
-    assert kept.run.output == "runs/vision-pretrain" and kept.run.steps == 250  # a flag keeps the recipe defaults
+    assert kept.run.output == "runs/vision-pretrain" and kept.run.steps == 450  # a flag keeps the recipe defaults
     (tmp_path / "run.yaml").write_text("optim:\n  lr: 0.5\nrun:\n  steps: 7\n")
     cfg = load(PretrainConfig, ["--config", str(tmp_path / "run.yaml"), "--run.steps", "9"])
     assert cfg.optim.lr == 0.5 and cfg.run.steps == 9  # flags override the file
