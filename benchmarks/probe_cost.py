@@ -248,7 +248,7 @@ def main() -> None:
     state = load_checkpoint(checkpoint["path"])
     image_size = int(state["config"]["data"]["image_size"])
     checkpoint |= {"step": state.get("step"), "encoder": state["encoder"], "space": list(state["space"]["names"]),
-                   "image_size": image_size}
+                   "image_size": image_size, "config": state["config"]}
     encoder = load_encoder(checkpoint["path"])
     measure_began = time.perf_counter()
     report: dict = {
