@@ -11,9 +11,12 @@ pooled features, a stand-in for a contrastive loss) of:
 - ``hyper-h{H}-per-sample``: the same model (same weights and optimiser) with a ``(B, A)`` descriptor in which
   the three ``vision_groups`` training descriptors are mixed over the batch.
 
-All models see the same batch size and resolution in the same run. Timing repetitions are interleaved: each round
-runs one step of every model, the model order rotating from round to round, so that load from other processes
-falls on all models alike; the reported number is the median step time over rounds. On a shared machine, each
+All models see the same batch size and resolution in the same run. For each generator width, a group {torchvision,
+plain, hyper (and per-sample, at the paper width)} is timed with interleaved repetitions: each round runs one step
+of every model of the group, the order rotating from round to round, so that load from other processes falls on
+all models alike; the reported number is the median step time over rounds, and each Hyper-ResNet's ratios are
+against the baselines of its own group (the baselines' own rows pool all groups). Only one Hyper-ResNet is alive
+at a time, to bound memory. On a shared machine, each
 timed round first waits (up to ``--max-wait-quiet`` s) until the CPU pressure from other processes drops below
 ``--quiet-psi``; the JSON records the pressure and the wait per round. Ratios are against
 torchvision's and the plain model's medians from the same run; the process CPU time of each step (all threads)
@@ -23,10 +26,14 @@ step <= 1.3x the plain ResNet at batch 64, 64 px on CPU.
     python benchmarks/hypernet_overhead.py             # batch 64, 64 px, depths 18 and 50, widths 32 8 2
     python benchmarks/hypernet_overhead.py --quick     # batch 16, depth 18 only, fewer rounds
     python benchmarks/hypernet_overhead.py --adam fused --output benchmarks/results/hypernet_overhead_fused.json
+    python benchmarks/hypernet_overhead.py --threads 1 --output benchmarks/results/hypernet_overhead_threads1.json
+
+On cores shared with other jobs, 2 torch threads make each step either undisturbed or several times slower
+(OpenMP threads descheduled), so ratios scatter; with ``--threads 1`` the wall-time, min and CPU-time ratios agree.
 
 Memory: the paper-width Hyper-ResNet50 has about 774 M parameters; with Adam's two moments and transient
-gradients it needs about 12 GB, and all depth-50 models together about 17 GB (models of one depth are alive
-together; depths run one after the other).
+gradients it needs about 12.5 GB, and the process peaked at 18 GB (RSS) in its group. A width whose model would not fit
+in the memory available is skipped and recorded as such rather than risking the out-of-memory killer.
 """
 
 from __future__ import annotations
@@ -92,107 +99,158 @@ def train_step(entry: Entry, x: Tensor, descriptors: Tensor, per_sample: Tensor)
     return seconds, cpu_seconds
 
 
-def build_entries(depth: int, widths: list[int], space: InvarianceSpace, lr: float, adam: str) -> list[Entry]:
-    """The models of one depth, each with its own Adam (the per-sample entry shares the paper-width one)."""
-    entries: list[Entry] = []
+def make_entry(name: str, make, kind: str, hidden_dim: int | None, args: argparse.Namespace) -> Entry:
+    """Build a model in training mode with its own Adam."""
+    began = time.perf_counter()
+    model = make()
+    model.train()
+    options = {} if args.adam == "default" else {args.adam: True}  # default: torch's choice (for-loop on CPU)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, **options)
+    entry = Entry(name, model, optimizer, kind, hidden_dim, build_s=time.perf_counter() - began)
+    print(f"  built {name:<24} {entry.params / 1e6:9.2f} M params in {entry.build_s:5.1f} s", flush=True)
+    return entry
 
-    def add(name: str, make, kind: str, hidden_dim: int | None = None) -> Entry:
-        began = time.perf_counter()
-        model = make()
-        model.train()
-        options = {} if adam == "default" else {adam: True}  # default: torch's choice (for-loop on CPU)
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr, **options)
-        entry = Entry(name, model, optimizer, kind, hidden_dim, build_s=time.perf_counter() - began)
-        entries.append(entry)
-        print(f"  built {name:<24} {entry.params / 1e6:9.2f} M params in {entry.build_s:5.1f} s", flush=True)
-        return entry
+
+def memory_available() -> int | None:
+    """Bytes the kernel could still give this process (``MemAvailable``), or None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def run_rounds(entries: list[Entry], warmup: int, rounds: int, args: argparse.Namespace, inputs: tuple) -> dict:
+    """Interleaved rounds: each runs one step of every entry, the order rotating from round to round."""
+    for entry in entries:
+        entry.times, entry.cpu_times = [], []
+    began = time.perf_counter()
+    load = []  # 1-minute load average after each timed round: other processes on the machine
+    pressure = []  # CPU pressure (PSI some avg10, %) just before each timed round, after waiting for quiet
+    waited = []  # seconds waited for quiet before each timed round
+    for r in range(warmup + rounds):
+        timed = r >= warmup
+        if timed:
+            waited.append(round(wait_until_quiet(args.quiet_psi, args.max_wait_quiet), 1))
+            pressure.append(cpu_pressure_avg10())
+        shift = r % len(entries)
+        for entry in entries[shift:] + entries[:shift]:  # rotate the order: no model always runs first
+            seconds, cpu_seconds = train_step(entry, *inputs)
+            if timed:
+                entry.times.append(seconds)
+                entry.cpu_times.append(cpu_seconds)
+        if timed and hasattr(os, "getloadavg"):
+            load.append(round(os.getloadavg()[0], 2))
+        print(f"    round {r + 1}/{warmup + rounds} ({'timed' if timed else 'warm-up'}) done at "
+              f"{time.perf_counter() - began:6.1f} s", flush=True)
+    return {"seconds": round(time.perf_counter() - began, 1), "load_average_1min_per_round": load,
+            "cpu_pressure_avg10_before_round": pressure, "waited_for_quiet_s": waited}
+
+
+def summarise(kind: str, hidden_dim: int | None, params: int, times: list[float], cpu_times: list[float],
+              reference: dict[str, list[float]], args: argparse.Namespace) -> dict:
+    """Statistics of one model; ratios against ``reference`` (the torchvision and plain times measured with it)."""
+    median, cpu_median = statistics.median(times), statistics.median(cpu_times)
+    plain, plain_cpu = reference["plain"], reference["plain_cpu"]
+    row = {
+        "kind": kind,
+        "hidden_dim": hidden_dim,
+        "params": params,
+        "median_step_s": round(median, 4),
+        "min_step_s": round(min(times), 4),
+        "max_step_s": round(max(times), 4),
+        "step_s": [round(t, 4) for t in times],
+        "images_per_s": round(args.batch / median, 2),
+        "median_cpu_s": round(cpu_median, 4),
+        "ratio_vs_torchvision": round(median / statistics.median(reference["torchvision"]), 3),
+        "ratio_vs_plain": round(median / statistics.median(plain), 3),
+        "min_ratio_vs_plain": round(min(times) / min(plain), 3),  # each from its least disturbed round
+        "cpu_ratio_vs_plain": round(cpu_median / statistics.median(plain_cpu), 3),
+    }
+    if kind in ("per_batch", "per_sample"):
+        row["meets_goal_vs_plain"] = median / statistics.median(plain) <= args.goal
+    return row
+
+
+def run_depth(depth: int, args: argparse.Namespace, space: InvarianceSpace) -> dict:
+    """Time one depth: for each generator width, a group {torchvision, plain, hyper (+ per-sample)} interleaved.
+
+    Only one Hyper-ResNet is alive at a time (the paper-width ResNet-50 with Adam needs about 12 GB); the two
+    baselines are built once and re-timed in every group, so each ratio compares models timed side by side.
+    """
+    rounds = args.steps_deep if depth >= 50 else args.steps
+    print(f"\nResNet-{depth}: batch {args.batch}, {args.size} px, {args.warmup} warm-up + {rounds} timed rounds "
+          f"per group", flush=True)
+    torch.manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    x = torch.randn(args.batch, 3, args.size, args.size, generator=generator)  # (B, 3, S, S)
+    descriptors = space.descriptors  # (M, A): the training descriptors
+    mix = torch.arange(args.batch) % descriptors.shape[0]
+    per_sample = descriptors[mix[torch.randperm(args.batch, generator=generator)]]  # (B, A), all M mixed in
+    inputs = (x, descriptors, per_sample)
 
     def make_torchvision() -> nn.Module:
         model = getattr(torchvision.models, f"resnet{depth}")(weights=None)
         model.fc = nn.Identity()
         return model
 
-    add(f"torchvision-r{depth}", make_torchvision, "torchvision")
-    add(f"plain-r{depth}", lambda: HyperResNet(space, depth=depth, conditioned=False), "plain")
-    for width in widths:
-        add(f"hyper-r{depth}-h{width}",
-            lambda w=width: HyperResNet(space, depth=depth, hidden_dim=w, conditioned=True), "per_batch", width)
-    paper = next((e for e in entries if e.hidden_dim == 32), None) or next(
-        (e for e in entries if e.kind == "per_batch"), None)
-    if paper is not None:  # same weights and optimiser: only the descriptor layout differs
-        entries.append(Entry(f"hyper-r{depth}-h{paper.hidden_dim}-per-sample", paper.model, paper.optimizer,
-                             "per_sample", paper.hidden_dim))
-    return entries
-
-
-def run_depth(depth: int, args: argparse.Namespace, space: InvarianceSpace) -> dict:
-    rounds = args.steps_deep if depth >= 50 else args.steps
-    print(f"\nResNet-{depth}: batch {args.batch}, {args.size} px, {args.warmup} warm-up + {rounds} timed rounds",
-          flush=True)
-    torch.manual_seed(args.seed)
-    entries = build_entries(depth, args.widths, space, args.lr, args.adam)
-    generator = torch.Generator().manual_seed(args.seed)
-    x = torch.randn(args.batch, 3, args.size, args.size, generator=generator)  # (B, 3, S, S)
-    descriptors = space.descriptors  # (M, A): the training descriptors
-    mix = torch.arange(args.batch) % descriptors.shape[0]
-    per_sample = descriptors[mix[torch.randperm(args.batch, generator=generator)]]  # (B, A), all M mixed in
-
+    tv = make_entry(f"torchvision-r{depth}", make_torchvision, "torchvision", None, args)
+    plain = make_entry(f"plain-r{depth}", lambda: HyperResNet(space, depth=depth, conditioned=False), "plain",
+                       None, args)
+    paper_width = 32 if 32 in args.widths else args.widths[0]
+    pooled = {"torchvision": [], "torchvision_cpu": [], "plain": [], "plain_cpu": []}
+    hyper_rows, groups = {}, {}
     began = time.perf_counter()
-    load = []  # 1-minute load average after each timed round: other processes on the machine
-    pressure = []  # CPU pressure (PSI some avg10, %) just before each timed round, after waiting for quiet
-    waited = []  # seconds waited for quiet before each timed round
-    for r in range(args.warmup + rounds):
-        if r >= args.warmup:
-            waited.append(round(wait_until_quiet(args.quiet_psi, args.max_wait_quiet), 1))
-            pressure.append(cpu_pressure_avg10())
-        shift = r % len(entries)
-        for entry in entries[shift:] + entries[:shift]:  # rotate the order: no model always runs first
-            seconds, cpu_seconds = train_step(entry, x, descriptors, per_sample)
-            if r >= args.warmup:
-                entry.times.append(seconds)
-                entry.cpu_times.append(cpu_seconds)
-        label = "warm-up" if r < args.warmup else "timed"
-        if r >= args.warmup and hasattr(os, "getloadavg"):
-            load.append(round(os.getloadavg()[0], 2))
-        print(f"  round {r + 1}/{args.warmup + rounds} ({label}) done at {time.perf_counter() - began:6.1f} s",
-              flush=True)
-
-    medians = {e.name: statistics.median(e.times) for e in entries}
-    cpu_medians = {e.name: statistics.median(e.cpu_times) for e in entries}
-    minima = {e.name: min(e.times) for e in entries}  # the least disturbed round of each model
-    reference = medians[f"torchvision-r{depth}"]
-    plain = medians[f"plain-r{depth}"]
-    models = {}
-    for entry in entries:
-        median = medians[entry.name]
-        times = sorted(entry.times)
-        row = {
-            "kind": entry.kind,
-            "hidden_dim": entry.hidden_dim,
-            "params": entry.params,
-            "median_step_s": round(median, 4),
-            "min_step_s": round(times[0], 4),
-            "max_step_s": round(times[-1], 4),
-            "step_s": [round(t, 4) for t in entry.times],
-            "images_per_s": round(args.batch / median, 2),
-            "median_cpu_s": round(cpu_medians[entry.name], 4),
-            "cpu_ratio_vs_plain": round(cpu_medians[entry.name] / cpu_medians[f"plain-r{depth}"], 3),
-            "ratio_vs_torchvision": round(median / reference, 3),
-            "ratio_vs_plain": round(median / plain, 3),
-            "min_ratio_vs_plain": round(minima[entry.name] / minima[f"plain-r{depth}"], 3),
-            "build_s": round(entry.build_s, 2),
+    for width in args.widths:
+        name = f"hyper-r{depth}-h{width}"
+        print(f"  group h{width}:", flush=True)
+        hyper = make_entry(name, lambda w=width: HyperResNet(space, depth=depth, hidden_dim=w), "per_batch",
+                           width, args)
+        needed = hyper.params * 12 + 2 * 2**30  # Adam's two moments + gradients (fp32) + activations margin
+        available = memory_available()
+        if available is not None and needed > available:
+            print(f"  skipped {name}: needs about {needed / 2**30:.1f} GiB more, {available / 2**30:.1f} GiB "
+                  f"available", flush=True)
+            hyper_rows[name] = {"kind": "per_batch", "hidden_dim": width, "params": hyper.params,
+                                "skipped": f"not enough memory: needs ~{needed / 2**30:.1f} GiB more, "
+                                           f"{available / 2**30:.1f} GiB available"}
+            del hyper
+            gc.collect()
+            continue
+        group = [tv, plain, hyper]
+        if width == paper_width:  # same weights and optimiser: only the descriptor layout differs
+            group.append(Entry(f"{name}-per-sample", hyper.model, hyper.optimizer, "per_sample", width))
+        stats = run_rounds(group, args.warmup, rounds, args, inputs)
+        reference = {"torchvision": tv.times, "torchvision_cpu": tv.cpu_times,
+                     "plain": plain.times, "plain_cpu": plain.cpu_times}
+        for key, values in reference.items():
+            pooled[key] += values
+        for entry in group[2:]:
+            row = summarise(entry.kind, width, entry.params, entry.times, entry.cpu_times, reference,
+                            args)
+            row["build_s"] = round(entry.build_s, 2)
+            if entry.kind == "per_sample":
+                row["ratio_vs_per_batch"] = round(statistics.median(entry.times) / statistics.median(hyper.times), 3)
+            hyper_rows[entry.name] = row
+        groups[f"h{width}"] = {
+            **stats,
+            "torchvision_median_step_s": round(statistics.median(tv.times), 4),
+            "plain_median_step_s": round(statistics.median(plain.times), 4),
         }
-        if entry.kind in ("per_batch", "per_sample"):
-            row["meets_goal_vs_plain"] = median / plain <= args.goal
-        if entry.kind == "per_sample":
-            row["ratio_vs_per_batch"] = round(median / medians[entry.name.removesuffix("-per-sample")], 3)
-        models[entry.name] = row
-    result = {"rounds": rounds, "warmup": args.warmup, "seconds": round(time.perf_counter() - began, 1),
-              "load_average_1min_per_round": load, "cpu_pressure_avg10_before_round": pressure,
-              "waited_for_quiet_s": waited, "models": models}
-    del entries
-    gc.collect()
-    return result
+        del group, hyper
+        gc.collect()
+
+    models = {}
+    if pooled["plain"]:  # baselines over all groups' rounds; hyper ratios use their own group's baselines
+        models[tv.name] = summarise("torchvision", None, tv.params, pooled["torchvision"],
+                                    pooled["torchvision_cpu"], pooled, args)
+        models[plain.name] = summarise("plain", None, plain.params, pooled["plain"],
+                                       pooled["plain_cpu"], pooled, args)
+    models.update(hyper_rows)
+    return {"rounds_per_group": rounds, "warmup_per_group": args.warmup,
+            "seconds": round(time.perf_counter() - began, 1), "groups": groups, "models": models}
 
 
 def cpu_pressure() -> str | None:
@@ -230,8 +288,12 @@ def wait_until_quiet(threshold: float, max_wait: float) -> float:
 def print_table(depth: int, result: dict) -> None:
     header = (f"{'model':<28}{'params (M)':>11}{'median s':>10}{'img/s':>7}{'vs tv':>7}{'vs plain':>9}"
               f"{'min vs plain':>13}{'cpu vs plain':>13}{'vs batch':>9}")
-    print(f"\nResNet-{depth} ({result['rounds']} timed rounds, {result['seconds']} s)\n{header}\n{'-' * len(header)}")
+    print(f"\nResNet-{depth} ({result['rounds_per_group']} timed rounds per group, {result['seconds']} s)\n"
+          f"{header}\n{'-' * len(header)}")
     for name, row in result["models"].items():
+        if "skipped" in row:
+            print(f"{name:<28}{row['params'] / 1e6:>11.2f}  skipped: {row['skipped']}")
+            continue
         vs_batch = f"{row['ratio_vs_per_batch']:.2f}x" if "ratio_vs_per_batch" in row else ""
         print(f"{name:<28}{row['params'] / 1e6:>11.2f}{row['median_step_s']:>10.3f}{row['images_per_s']:>7.1f}"
               f"{row['ratio_vs_torchvision']:>6.2f}x{row['ratio_vs_plain']:>8.2f}x{row['min_ratio_vs_plain']:>12.2f}x"
@@ -242,9 +304,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=64, help="Images per step.")
     parser.add_argument("--size", type=int, default=64, help="Image side in pixels (imagenet stem).")
-    parser.add_argument("--steps", type=int, default=6, help="Timed rounds (one step of every model) for depth 18.")
+    parser.add_argument("--steps", type=int, default=5,
+                        help="Timed rounds per group (one step of every model) for depth 18.")
     parser.add_argument("--steps-deep", type=int, default=3,
-                        help="Timed rounds for depth 50 (the paper-width model is slow on CPU).")
+                        help="Timed rounds per group for depth 50 (the paper-width model is slow on CPU).")
     parser.add_argument("--warmup", type=int, default=2, help="Untimed rounds first (Adam allocates its state).")
     parser.add_argument("--widths", type=int, nargs="+", default=[32, 8, 2], help="Generator hidden widths.")
     parser.add_argument("--depths", type=int, nargs="+", default=[18, 50], choices=[18, 34, 50])
@@ -254,7 +317,7 @@ def main() -> None:
                         help="Adam implementation: torch's default (a per-tensor loop on CPU), foreach or fused.")
     parser.add_argument("--quiet-psi", type=float, default=10.0,
                         help="Before each timed round, wait while CPU pressure (PSI some avg10, %%) is above this.")
-    parser.add_argument("--max-wait-quiet", type=float, default=60.0,
+    parser.add_argument("--max-wait-quiet", type=float, default=5.0,
                         help="Longest wait for quiet before a timed round, seconds (0: never wait).")
     parser.add_argument("--goal", type=float, default=1.3, help="Target ratio of Hyper-ResNet to plain step time.")
     parser.add_argument("--seed", type=int, default=0)
