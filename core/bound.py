@@ -157,4 +157,57 @@ def weight_norm(weight: Tensor, bias: Tensor | None = None, norm: str = "frobeni
     raise ValueError(f"weight_norm: unknown norm {norm!r}; expected 'frobenius' or 'max_row'.")
 
 
-__all__ = ["descriptor_count", "feature_norm", "generalisation_bound", "weight_norm"]
+def ramp_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """The multi-class ramp loss, 1-Lipschitz in the margin and valued in ``[0, 1]`` (so ``M = 1``).
+
+    With margin ``m = logit_y - max_{k != y} logit_k``, the loss is ``clip(1 - m, 0, 1)``: 1 for a wrong or tied
+    prediction, 0 once the true class leads by 1, linear in between. It bounds the 0-1 error from above, so a bound
+    on its expectation bounds the test error.
+
+    Args:
+        logits: Head outputs. Shape: (N, C), C >= 2.
+        labels: Class indices. Shape: (N,).
+
+    Returns:
+        Per-example losses. Shape: (N,).
+    """
+    if logits.dim() != 2 or logits.shape[1] < 2 or labels.shape != logits.shape[:1]:
+        raise ValueError(f"ramp_loss: expected (N, C>=2) logits and (N,) labels, got {tuple(logits.shape)} "
+                         f"and {tuple(labels.shape)}.")
+    logits = logits.detach().double()
+    labels = labels.long()
+    true = logits.gather(1, labels[:, None]).squeeze(1)  # (N,)
+    others = logits.scatter(1, labels[:, None], float("-inf")).amax(dim=1)  # (N,)
+    return (1.0 - (true - others)).clamp(0.0, 1.0)
+
+
+def head_bound(features: Tensor, labels: Tensor, head: torch.nn.Linear, num_descriptors: int,
+               delta: float = 0.05, linear_empirical_loss: float | None = None) -> dict[str, Any]:
+    """Theorem 5.1 for a trained linear classification head on the features it was trained on.
+
+    L̂ is the mean :func:`ramp_loss` of ``head(features)`` (M = 1), X the largest norm of ``[f(x), 1]`` and B the
+    Frobenius norm of ``[W, b]``, both measured on the data, as is usual when a bound is evaluated after
+    training (strictly, X and B must be fixed before seeing the data).
+
+    Args:
+        features: The training features at the chosen descriptor. Shape: (N, D).
+        labels: Their classes. Shape: (N,).
+        head: The linear head. ``weight`` shape: (C, D).
+        num_descriptors: |I|, the descriptors the task could choose from (:func:`descriptor_count`).
+        delta: Failure probability.
+        linear_empirical_loss: A plain linear readout's L̂ for the ``|I| = 1`` comparison (default: the same L̂).
+
+    Returns:
+        :func:`generalisation_bound`'s dict, plus ``"feature_norm_X"``, ``"weight_norm_B"`` and ``"loss"``.
+    """
+    with torch.no_grad():
+        logits = head(features)  # (N, C)
+    loss = float(ramp_loss(logits, labels).mean())
+    x = feature_norm(features, bias=head.bias is not None)
+    b = weight_norm(head.weight, head.bias)
+    result = generalisation_bound(loss, features.shape[0], head.weight.shape[0], x, b, 1.0, num_descriptors,
+                                  delta=delta, linear_empirical_loss=linear_empirical_loss)
+    return result | {"feature_norm_X": x, "weight_norm_B": b, "loss": "ramp (margin 1), M = 1"}
+
+
+__all__ = ["descriptor_count", "feature_norm", "generalisation_bound", "head_bound", "ramp_loss", "weight_norm"]

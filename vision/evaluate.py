@@ -16,7 +16,8 @@ Modes (SPEC §8):
       is chosen on episodes from the training images (grid of descriptors), then test episodes are scored once.
 
 The JSON report holds the task, metric, score, the descriptor by name, quantised scores, wall time and trained
-parameters.
+parameters; for classification in the invariance and linear modes also ``bound``, Theorem 5.1's guarantee on
+the expected ramp loss (:func:`core.bound.head_bound`) with the linear readout's beside it.
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ from pydantic import Field
 
 from core import cli
 from core.baselines import finetune, linear_probe
+from core.bound import descriptor_count, head_bound
 from core.checkpoint import CheckpointError, load_checkpoint, load_encoder
 from core.config import StrictModel
 from core.fewshot import evaluate_episodes
-from core.invariance import InvarianceDescriptor, InvarianceSpace
-from core.probe import descriptor_grid, extract_features, grid_refine_probe, invariance_probe
+from core.invariance import InvarianceDescriptor, InvarianceSpace, quantize
+from core.probe import ProbeResult, descriptor_grid, extract_features, grid_refine_probe, invariance_probe
 from vision.tasks import TaskData, load_task
 
 
@@ -105,6 +107,26 @@ def run_fewshot(encoder: torch.nn.Module, data: TaskData, cfg: EvaluateConfig) -
     }
 
 
+def bound_report(encoder: torch.nn.Module, data: TaskData, result: ProbeResult, cfg: EvaluateConfig,
+                 learned: bool) -> dict | None:
+    """Theorem 5.1 for the selected head on all training images (validation included: it made choices too).
+
+    A learned descriptor is quantised to ``max(cfg.bits)`` bits, so ``|I| = 2^(bits·A)``; a fixed one has
+    ``|I| = 1``. Classification only (the theorem's loss is a bounded classification loss); ``None`` otherwise.
+    """
+    if data.kind != "classification" or result.head is None:
+        return None
+    space = encoder.space
+    bits = max(cfg.bits)
+    invariance = torch.tensor(result.invariance)
+    if learned:
+        invariance = quantize(invariance, bits)
+    features = extract_features(encoder, data.x_train, invariance, batch_size=cfg.batch_size)  # (N, D)
+    count = descriptor_count(space.dim, bits) if learned else 1
+    out = head_bound(features, data.y_train.to(features.device), result.head, count)
+    return out | {"descriptor": str(space.descriptor(invariance)), "quantized_bits": bits if learned else None}
+
+
 def main(cfg: EvaluateConfig) -> dict:
     """Evaluate one task in one mode and write the JSON report; returns it."""
     state = load_checkpoint(cfg.checkpoint)
@@ -142,6 +164,8 @@ def main(cfg: EvaluateConfig) -> dict:
                    "quantized_refit": {str(b): s for b, s in main_result.quantized_refit.items()},
                    "wall_time_s": main_result.wall_time_s, "trained_params": main_result.trained_params}
         report.setdefault("routes", {cfg.mode: main_result.to_dict()})
+        if cfg.mode != "finetune":  # the bound is about a linear head on frozen features
+            report["bound"] = bound_report(encoder, data, main_result, cfg, learned=cfg.mode == "invariance")
 
     out = Path(cfg.output)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from core.bound import descriptor_count, feature_norm, generalisation_bound, weight_norm
+from core.bound import descriptor_count, feature_norm, generalisation_bound, head_bound, ramp_loss, weight_norm
 
 
 def test_bound_matches_hand_computation():
@@ -71,3 +71,33 @@ def test_norm_helpers():
     with pytest.raises(ValueError, match="norm"):
         weight_norm(weight, norm="spectral")
     assert descriptor_count(2) == 4 and descriptor_count(5, bits=2) == 1024
+
+
+def test_ramp_loss_matches_hand_values():
+    logits = torch.tensor([[3.0, 1.0, 0.0],    # margin 2: loss 0
+                           [1.0, 0.5, 0.2],    # margin 0.5: loss 0.5
+                           [0.0, 0.0, -1.0],   # tie: loss 1
+                           [-1.0, 2.0, 0.0]])  # wrong by 3: loss 1 (clipped)
+    labels = torch.tensor([0, 0, 0, 0])
+    assert ramp_loss(logits, labels).tolist() == pytest.approx([0.0, 0.5, 1.0, 1.0])
+    zero_one = (logits.argmax(1) != labels).double()
+    assert bool((ramp_loss(logits, labels) >= zero_one).all())  # an upper bound on the 0-1 error
+    with pytest.raises(ValueError, match="ramp_loss"):
+        ramp_loss(logits[:, :1], labels)
+
+
+def test_head_bound_uses_measured_norms():
+    head = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+        head.bias.zero_()
+    features = torch.tensor([[2.0, 0.0], [0.0, 0.5], [0.0, 3.0], [1.0, 1.5]])
+    labels = torch.tensor([0, 1, 1, 0])
+    result = head_bound(features, labels, head, num_descriptors=4, delta=0.1)
+    # ramp losses: margins 2, 0.5, 3, -0.5 -> 0, 0.5, 0, 1 -> mean 0.375
+    assert result["empirical_loss"] == pytest.approx(0.375)
+    assert result["feature_norm_X"] == pytest.approx(math.sqrt(9.0 + 1.0))  # [0, 3, 1]
+    assert result["weight_norm_B"] == pytest.approx(math.sqrt(2.0))
+    expected = generalisation_bound(0.375, 4, 2, math.sqrt(10.0), math.sqrt(2.0), 1.0, 4, delta=0.1)
+    assert result["bound"] == pytest.approx(expected["bound"])
+    assert result["linear_readout"]["num_descriptors"] == 1

@@ -41,6 +41,15 @@ def test_invariance_mode_reports_every_synthetic_task(run_dir: Path, task: str) 
     assert set(saved["routes"]) == {"gradient", "grid_refine"}
     assert set(saved["routes"]["grid_refine"]["stages"]) == {"grid", "refine"}
     assert saved["trained_params"] > 2 and saved["wall_time_s"] > 0 and set(saved["quantized"]) == {"1", "2"}
+    if task.endswith("position"):
+        assert saved["bound"] is None  # Theorem 5.1 is about a bounded classification loss
+    else:  # the learned descriptor quantised to 2 bits: |I| = 4^2; the readout's twin has |I| = 1
+        bound = saved["bound"]
+        assert bound["num_descriptors"] == 16 and bound["linear_readout"]["num_descriptors"] == 1
+        assert 0.0 <= bound["empirical_loss"] <= 1.0
+        assert bound["bound"] == pytest.approx(bound["empirical_loss"] + bound["complexity_term"]
+                                               + bound["confidence_term"])
+        assert bound["bound"] > bound["linear_readout"]["bound"]  # same L̂, the price of choosing among 16
 
 
 @pytest.mark.parametrize("mode", ["linear", "finetune", "fewshot"])
@@ -50,6 +59,8 @@ def test_baseline_and_fewshot_modes(run_dir: Path, mode: str) -> None:
     assert 0.0 <= report["score"] <= 1.0 and report["wall_time_s"] > 0
     if mode == "linear":
         assert report["invariance"] == {"spatial": 1.0, "appearance": 0.0}
+        assert report["bound"]["num_descriptors"] == 1
+        assert report["bound"]["bound"] == pytest.approx(report["bound"]["linear_readout"]["bound"])
     if mode == "fewshot":
         assert report["episodes"]["num_episodes"] == 50 and len(report["selection"]) == 5  # 4 corners + centre
 
