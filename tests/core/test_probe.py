@@ -126,6 +126,21 @@ def test_test_split_is_encoded_once_after_every_choice():
     assert sum(t for t, _ in encoder.calls) == 60 * len(distinct)
 
 
+def test_grid_features_are_reused_by_quantised_refits():
+    """refine_epochs=0 keeps the best grid corner (clamped to 0.05/0.95), so Q(i; 1) is that corner: its refit
+    reads the grid's cached features and no training image is encoded after the grid (validation of the
+    warm start aside)."""
+    x_train, y_train = planted_data(200, 0)
+    x_test, y_test = planted_data(60, 1, test=True)
+    encoder = PlantedEncoder(1)
+    result = grid_refine_probe(encoder, x_train, y_train, x_test, y_test, refine_epochs=0, bits=(1,), **FAST)
+    assert result.stages["grid"]["invariance"] == [1.0, 0.0] and result.invariance == pytest.approx([0.95, 0.05])
+    train_images = sum(n for t, n in encoder.calls if t == 0)
+    n_val = result.hyperparameters["val_examples"]
+    assert train_images == 5 * 200 + n_val  # 5 grid passes + the warm start's validation score, no refit pass
+    assert result.quantized_refit[1] == pytest.approx(result.stages["grid"]["score"])  # the same ridge head
+
+
 def test_prompt_vit_probe():
     vit = tiny_vit()
     x, y = image_data(24, 0)
