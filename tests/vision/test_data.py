@@ -18,6 +18,7 @@ from vision.synthetic import (
     SHAPES,
     TASKS,
     SyntheticShapes,
+    hsv_to_rgb,
     hue_bin,
     render,
     shape_masks,
@@ -123,6 +124,20 @@ def test_shape_classes_are_visible_in_the_pixels():
     centre = image[:, 16, 16]
     assert centre[1] > 0.5 and centre[0] == 0 and centre[2] == 0  # pure green square at the centre
     assert torch.equal(image[:, 0, 0], torch.zeros(3))  # background outside the object
+
+
+def test_background_is_no_stronger_an_identity_than_the_object(shapes):
+    """Backgrounds are near-grey and faintly patterned: across images, their mean colour varies far less than the
+    object's, and they are nearly achromatic, so two crops of one image are not matched by their background."""
+    backgrounds = shapes.backgrounds()  # (N, 3, H, W)
+    bg_mean = backgrounds.mean(dim=(2, 3))  # (N, 3)
+    raw = shapes.raw_factors()
+    objects = hsv_to_rgb(*(torch.from_numpy(raw[k]).float() for k in ("hue", "saturation", "value")))  # (N, 3)
+    assert float(bg_mean.std(dim=0).mean()) < 0.5 * float(objects.std(dim=0).mean())
+    chroma = bg_mean.amax(dim=1) - bg_mean.amin(dim=1)  # 0 for grey
+    assert float(chroma.max()) < 0.15
+    within = backgrounds.std(dim=(2, 3)).mean()  # texture: pixels vary within an image
+    assert float(within) > 0.03
 
 
 def test_mirrored_object_is_the_horizontal_flip_of_the_unmirrored_one():
