@@ -7,7 +7,7 @@ compared):
 
 (a) ``augmentation``: views per second of iterating the pre-training DataLoader exactly as the engine builds it
     (:class:`vision.data.ContrastiveViews` + :class:`core.sampler.DescriptorBatchSampler`, the engine's worker
-    init, ``persistent_workers=False``) with no model, for each ``--workers`` value. Several epochs are iterated
+    init, persistent workers) with no model, for each ``--workers`` value. Several epochs are iterated
     (a fresh iterator per epoch, as in the engine), so the cost of starting workers at each epoch is included;
     it is also reported apart (``epoch_start_s``: time to the first batch of each epoch) next to the steady
     rate (batches after the first of each epoch). With ``num_workers=0`` the views are made in the main process
@@ -124,7 +124,7 @@ def augmentation_row(args: argparse.Namespace, space: InvarianceSpace, num_worke
     device = torch.device(args.device)
     loader = DataLoader(views, batch_sampler=sampler, num_workers=num_workers,
                         pin_memory=device.type == "cuda", worker_init_fn=_worker_init if num_workers else None,
-                        persistent_workers=False)
+                        persistent_workers=num_workers > 0)  # as the engine
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

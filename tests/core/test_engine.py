@@ -49,8 +49,9 @@ def make_learner(method: str = "simclr", space: InvarianceSpace = GROUPS) -> tor
 def run_pretrain(output: Path, steps: int = 8, method: str = "simclr", dataset: Dataset | None = None,
                  space: InvarianceSpace = GROUPS, on_step=None, learner=None, **run_kwargs) -> dict:
     learner = make_learner(method, space) if learner is None else learner
-    run = RunConfig(output=str(output), steps=steps, batch_size=8, num_workers=0, log_every=1, checkpoint_every=4,
-                    progress=False, **run_kwargs)
+    settings = dict(output=str(output), steps=steps, batch_size=8, num_workers=0, log_every=1, checkpoint_every=4,
+                    progress=False)
+    run = RunConfig(**(settings | run_kwargs))
     config = {"method": method, "space": space.name, "run": run.model_dump()}
     spec = {"factory": "core.hyper_resnet:HyperResNet", "name": None, "kwargs": {}}
     return pretrain(learner, dataset or NoisyViews(), run=run, optim=OptimConfig(lr=1e-2, warmup_steps=2),
@@ -78,6 +79,15 @@ def test_kill_and_resume_gives_the_uninterrupted_trajectory(tmp_path: Path, meth
     assert losses(tmp_path / "b") == losses(tmp_path / "a")  # bit-identical on CPU, no duplicate steps
     a, b = load_checkpoint(tmp_path / "a")["model"], load_checkpoint(tmp_path / "b")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_worker_processes_do_not_change_the_trajectory(tmp_path: Path) -> None:
+    """Views depend only on (seed, step, index): 2 persistent workers over 3 epochs give the 0-worker losses."""
+    dataset = NoisyViews(size=32)  # 4 steps per epoch
+    reference = run_pretrain(tmp_path / "main", steps=10, dataset=dataset)
+    workers = run_pretrain(tmp_path / "workers", steps=10, dataset=dataset, num_workers=2)
+    assert reference["step"] == workers["step"] == 10
+    assert losses(tmp_path / "workers") == losses(tmp_path / "main")
 
 
 def test_metrics_and_checkpoint_contents(tmp_path: Path) -> None:
