@@ -175,6 +175,11 @@ def main(cfg: EvaluateConfig) -> dict:
     if "routes" in report and "grid_refine" in report["routes"]:
         g = report["routes"]["grid_refine"]
         print(f"  grid + refine route: {g['score']:.4f} at {g['descriptor']} ({g['wall_time_s']:.1f} s)")
+    if report.get("bound"):
+        b = report["bound"]
+        print(f"  Theorem 5.1 (δ = {b['delta']}): expected ramp loss <= {b['bound']:.3f} at {b['descriptor']} "
+              f"(training {b['empirical_loss']:.3f}, |I| = {b['num_descriptors']}; as a fixed linear readout "
+              f"{b['linear_readout']['bound']:.3f})")
     return report
 
 
