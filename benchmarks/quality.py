@@ -1,0 +1,240 @@
+"""Quality on the embedded synthetic tasks: one amortised encoder against plain encoders, each pre-trained here.
+
+The question of SPEC §9: plain SimCLR with one fixed augmentation recipe serves some tasks and hurts others
+(shape wants both invariances, colour wants appearance sensitivity, position wants crop sensitivity, mirror wants
+flip sensitivity). Does one amortised Hyper-ResNet, dialled per task, match the best plain recipe on every task?
+
+Runs, all ``python -m vision.pretrain`` with the same steps, batch and seed (folders under
+``benchmarks/results/quality_runs/``, reused when they hold a run of the requested steps):
+
+- ``amortised``: the default recipe (Hyper-ResNet18, descriptors of the groups space sampled per step);
+- ``plain_default`` / ``plain_spatial`` / ``plain_appearance``: the plain ResNet18 with the same layers, trained
+  with one fixed descriptor (all augmentations, crop + flip only, appearance only): the pilot's baselines;
+- ``amortised_x3`` (only when named in ``--runs``): the amortised recipe for 3x the steps, so that each of its
+  three training descriptors gets as many steps as a plain run.
+
+Readouts (the pilot's protocol): frozen features of ``--num-train`` training and ``--num-test`` test images,
+standardised on the training split; logistic regression (classification, top-1) or ridge (position, R² over
+the whole test split), the penalty picked on a validation split carved from the training images, then refitted
+on all training images. The test split is used once per reported number.
+
+For the amortised encoder, per task: readouts at the four corners of ``{0, 1}^2``, and at the descriptor the task
+learns with :func:`core.probe.grid_refine_probe` (its own ridge grid + gradient refine on the training images
+only; its learned descriptor is then read out like the corners). ``best corner (test)`` is an oracle, listed only
+to show what the learned descriptor could reach.
+
+Also reported: each run's final contrastive loss (mean of the logged losses over the last fifth of the run, per
+descriptor for the amortised run), which shows the colour shortcut of appearance-free views.
+
+    python benchmarks/quality.py               # 600 steps per run (about 25 min of pre-training on 2 cores)
+    python benchmarks/quality.py --quick       # smoke run: 20 steps, 300/150 images -> quality_quick.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import r2_score
+from sklearn.preprocessing import StandardScaler
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+from core.checkpoint import load_checkpoint, load_encoder  # noqa: E402
+from core.probe import extract_features, grid_refine_probe, split_train_val  # noqa: E402
+from vision.tasks import TaskData, load_task  # noqa: E402
+
+TASKS = ("shape", "color", "position", "mirror")
+CORNERS = {"both": (1.0, 1.0), "spatial only": (1.0, 0.0), "appearance only": (0.0, 1.0), "none": (0.0, 0.0)}
+RUNS = {  # name -> (extra pre-training flags, steps as a multiple of --steps)
+    "amortised": ([], 1),
+    "plain_default": (["--model.backbone", "resnet18", "--model.fixed_descriptor", "default"], 1),
+    "plain_spatial": (["--model.backbone", "resnet18", "--model.fixed_descriptor", "spatial"], 1),
+    "plain_appearance": (["--model.backbone", "resnet18", "--model.fixed_descriptor", "appearance"], 1),
+    # the amortised run samples one of 3 descriptors per step: x3 gives each descriptor a plain run's steps
+    "amortised_x3": ([], 3),
+}
+DEFAULT_RUNS = ("amortised", "plain_default", "plain_spatial", "plain_appearance")
+PLAIN_DESCRIPTOR = {"plain_default": "both", "plain_spatial": "spatial only", "plain_appearance": "appearance only"}
+PENALTIES = (0.01, 0.1, 1.0, 10.0)  # logistic C; ridge alpha = 1 / C
+RESULTS = Path(__file__).parent / "results"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=600, help="Pre-training steps of every run.")
+    parser.add_argument("--batch-size", type=int, default=128, help="Pre-training batch.")
+    parser.add_argument("--runs", default=",".join(DEFAULT_RUNS), help=f"Comma-separated runs among {list(RUNS)}.")
+    parser.add_argument("--num-train", type=int, default=4000, help="Readout training images (20%% validation).")
+    parser.add_argument("--num-test", type=int, default=1000, help="Readout test images.")
+    parser.add_argument("--refine-epochs", type=int, default=3, help="Gradient epochs of the grid + refine probe.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of pre-training, data and splits.")
+    parser.add_argument("--quick", action="store_true", help="Smoke run: 20 steps, 300/150 images, 1 refine epoch.")
+    parser.add_argument("--output", type=Path, help="JSON path (default results/quality[_quick].json).")
+    args = parser.parse_args()
+    if args.quick:
+        args.steps, args.num_train, args.num_test, args.refine_epochs = 20, 300, 150, 1
+    args.output = args.output or RESULTS / ("quality_quick.json" if args.quick else "quality.json")
+    return args
+
+
+def pretrain(name: str, args: argparse.Namespace) -> dict:
+    """Pre-train run ``name`` (or reuse it when its folder holds a finished run of its steps)."""
+    folder = RESULTS / ("quality_runs_quick" if args.quick else "quality_runs") / name
+    flags, factor = RUNS[name]
+    steps = args.steps * factor
+    command = [sys.executable, "-m", "vision.pretrain", "--run.output", str(folder.relative_to(ROOT)),
+               "--run.steps", str(steps), "--run.batch_size", str(args.batch_size),
+               "--run.seed", str(args.seed), "--run.progress", "false", *flags]
+    shown = "python " + shlex.join(command[1:])
+    info = {"path": str(folder.relative_to(ROOT)), "command": shown, "steps": steps}
+    if (folder / "checkpoint.pt").is_file() and load_checkpoint(folder).get("step") == steps:
+        print(f"{name}: reusing {folder} (delete it to pre-train afresh after code changes)", flush=True)
+        return info | {"reused": True}
+    print(f"{name}: {shown}", flush=True)
+    began = time.perf_counter()
+    subprocess.run(command, cwd=ROOT, check=True)
+    return info | {"reused": False, "wall_time_s": round(time.perf_counter() - began, 1)}
+
+
+def final_losses(folder: Path, fraction: float = 0.2) -> dict[str, float]:
+    """Mean logged loss over the last ``fraction`` of the run, per descriptor and overall."""
+    lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    lines = [m for m in lines if "last_loss" in m]
+    tail = [m for m in lines if m["step"] > (1 - fraction) * lines[-1]["step"]]
+    out: dict[str, list[float]] = {"all": []}
+    for m in tail:
+        out["all"].append(m["last_loss"])
+        out.setdefault(m["invariance"], []).append(m["last_loss"])
+    return {k: float(np.mean(v)) for k, v in out.items()}
+
+
+def readout(features: np.ndarray, data: TaskData, seed: int) -> dict:
+    """Logistic / ridge readout: penalty on a validation split, refit on all training rows, one test score."""
+    n = len(data.x_train)
+    train, test = features[:n], features[n:]
+    scaler = StandardScaler().fit(train)
+    train, test = scaler.transform(train), scaler.transform(test)
+    y_train, y_test = data.y_train.numpy(), data.y_test.numpy()
+    labels = data.y_train if data.kind == "classification" else None
+    fit_idx, val_idx = (i.numpy() for i in split_train_val(n, 0.2, seed, labels=labels))
+
+    def model(penalty: float):
+        if data.kind == "classification":
+            return LogisticRegression(C=penalty, max_iter=2000)
+        return Ridge(alpha=1.0 / penalty)
+
+    def score(m, x, y) -> float:
+        return float(m.score(x, y)) if data.kind == "classification" else float(r2_score(y, m.predict(x)))
+
+    val = {c: score(model(c).fit(train[fit_idx], y_train[fit_idx]), train[val_idx], y_train[val_idx])
+           for c in PENALTIES}
+    best = max(val, key=val.get)
+    return {"score": score(model(best).fit(train, y_train), test, y_test), "val_score": val[best], "penalty": best}
+
+
+def features_at(encoder: torch.nn.Module, images: torch.Tensor, invariance) -> np.ndarray:
+    return extract_features(encoder, images, invariance, batch_size=500).numpy()
+
+
+def evaluate_amortised(encoder: torch.nn.Module, tasks: dict[str, TaskData], args: argparse.Namespace) -> dict:
+    images = torch.cat([tasks["shape"].x_train, tasks["shape"].x_test])  # every task renders the same images
+    corner_features = {name: features_at(encoder, images, list(point)) for name, point in CORNERS.items()}
+    out = {}
+    for task, data in tasks.items():
+        entry = {name: readout(f, data, args.seed) for name, f in corner_features.items()}
+        began = time.perf_counter()
+        probe = grid_refine_probe(encoder, data.x_train, data.y_train, data.x_test, data.y_test, task=data.kind,
+                                  metric=data.metric, refine_epochs=args.refine_epochs, batch_size=256,
+                                  lrs=(1e-3,), weight_decays=(0.0,), invariance_lr=0.05, seed=args.seed,
+                                  num_classes=data.num_outputs if data.kind == "classification" else None)
+        learned = features_at(encoder, images, probe.invariance)
+        entry["learned"] = readout(learned, data, args.seed) | {
+            "descriptor": probe.descriptor, "invariance": probe.invariance_by_name,
+            "grid_descriptor": probe.stages["grid"]["descriptor"], "probe_score": probe.score,
+            "probe_wall_time_s": time.perf_counter() - began}
+        entry["best corner (test)"] = max((entry[name]["score"], name) for name in CORNERS)
+        out[task] = entry
+        print(f"amortised {task}: " + ", ".join(f"{k} {v['score']:.3f}" for k, v in entry.items()
+                                                 if isinstance(v, dict)) + f" at {probe.descriptor}", flush=True)
+    return out
+
+
+def evaluate_plain(encoder: torch.nn.Module, tasks: dict[str, TaskData], args: argparse.Namespace) -> dict:
+    images = torch.cat([tasks["shape"].x_train, tasks["shape"].x_test])
+    features = features_at(encoder, images, [1.0, 1.0])  # a plain encoder ignores the descriptor
+    return {task: readout(features, data, args.seed) for task, data in tasks.items()}
+
+
+def print_table(report: dict) -> None:
+    amortised = [run for run in report["runs"] if run.startswith("amortised")]
+    columns = [(run, name) for run in amortised for name in (*CORNERS, "learned")] + [
+        (run, None) for run in report["runs"] if run not in amortised]
+    print(f"\n{'task':<10}" + "".join(f"{(run if col is None else run[:12] + ' ' + col)[:16]:>17}"
+                                      for run, col in columns))
+    for task in TASKS:
+        cells = []
+        for run, col in columns:
+            entry = report["scores"].get(run, {}).get(task)
+            value = None if entry is None else (entry[col]["score"] if col else entry["score"])
+            cells.append(f"{'-' if value is None else format(value, '.3f'):>17}")
+        print(f"{task:<10}" + "".join(cells))
+    for run in amortised:
+        print(f"\n{run} learned descriptors: " + "; ".join(
+            f"{t}: {report['scores'][run][t]['learned']['descriptor']}" for t in TASKS))
+    print("final losses: " + "; ".join(f"{run}: " + ", ".join(f"{k} {v:.2f}" for k, v in losses.items())
+                                       for run, losses in report["losses"].items()))
+
+
+def main() -> None:
+    args = parse_args()
+    began = time.perf_counter()
+    torch.manual_seed(args.seed)
+    runs = [r for r in args.runs.split(",") if r]
+    unknown = sorted(set(runs) - set(RUNS))
+    if unknown:
+        raise SystemExit(f"unknown runs {unknown}; expected some of {list(RUNS)}")
+    report: dict = {
+        "benchmark": "quality",
+        "date": datetime.now().isoformat(timespec="seconds"),
+        "command": "python " + shlex.join(["benchmarks/quality.py", *sys.argv[1:]]),
+        "git_commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                     text=True, check=False).stdout.strip() or None,
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+                        "machine": platform.machine()},
+        "runs": {name: pretrain(name, args) for name in runs},
+        "losses": {}, "scores": {},
+    }
+    tasks = None
+    for name, info in report["runs"].items():
+        folder = ROOT / info["path"]
+        report["losses"][name] = final_losses(folder)
+        encoder = load_encoder(folder)
+        if tasks is None:
+            image_size = int(load_checkpoint(folder)["config"]["data"]["image_size"])
+            tasks = {t: load_task(f"synthetic:{t}", image_size, encoder.space, num_train=args.num_train,
+                                  num_test=args.num_test, seed=args.seed) for t in TASKS}
+        evaluate = evaluate_amortised if name.startswith("amortised") else evaluate_plain
+        report["scores"][name] = evaluate(encoder, tasks, args)
+    report["total_wall_time_s"] = time.perf_counter() - began
+    print_table(report)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.output} ({report['total_wall_time_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
