@@ -13,6 +13,7 @@ from core.sampler import DescriptorBatchSampler
 from vision.augmentations import ViewTransform
 from vision.data import ContrastiveViews, ImageFolderDataset, build_pretrain_dataset, load_cifar
 from vision.synthetic import (
+    BG_TEXTURES,
     CHIRAL_SHAPES,
     ROTATION_RANGE,
     SHAPES,
@@ -138,6 +139,16 @@ def test_background_is_no_stronger_an_identity_than_the_object(shapes):
     assert float(chroma.max()) < 0.15
     within = backgrounds.std(dim=(2, 3)).mean()  # texture: pixels vary within an image
     assert float(within) > 0.03
+    # the texture (background minus its flat tint) is one of a small pool, never an item's own fingerprint
+    base = hsv_to_rgb(*(torch.from_numpy(raw[f"bg_{k}"]).float() for k in ("hue", "saturation", "value")))
+    assert 0 < float(backgrounds.min()) and float(backgrounds.max()) < 1  # never clamped
+    textures = backgrounds - base[:, :, None, None]  # (N, 3, H, W)
+    ids = torch.from_numpy(shapes.texture_ids())
+    assert ids.unique().numel() == BG_TEXTURES
+    for t in range(BG_TEXTURES):
+        members = textures[ids == t]
+        assert members.shape[0] >= 2 and torch.allclose(members, members[:1].expand_as(members), atol=1e-5)
+    assert not torch.allclose(textures[ids == 0][0], textures[ids == 1][0], atol=1e-2)
 
 
 def test_mirrored_object_is_the_horizontal_flip_of_the_unmirrored_one():
