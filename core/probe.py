@@ -322,7 +322,6 @@ def grid_refine_probe(
         result, (grid_score,) = _finish_learned(
             "grid_refine_probe", encoder, setup, sweep, bits=bits, ridge_lams=ridge_lams, batch_size=batch_size,
             start=start, hyperparameters=hyper, extra_tests=[(best_point, best_ridge)], cache=cache)
-        del cache
     best = setup.space.descriptor(best_point)
     result.stages = {
         "grid": {"score": grid_score, "val_score": best_ridge.val_score, "invariance": list(best.values),

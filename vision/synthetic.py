@@ -248,14 +248,15 @@ class SyntheticShapes(Dataset):
         idx = self._indices(indices)
         raw = self.raw_factors(idx)
         size = self.image_size
-        texture = self.texture_ids(idx)
-        u = torch.from_numpy(_hash_uniforms(self.seed, _TEXTURE_STREAM, texture, 3 * _COARSE**2 + size * size))
+        pool = np.arange(BG_TEXTURES, dtype=np.int64)
+        u = torch.from_numpy(_hash_uniforms(self.seed, _TEXTURE_STREAM, pool, 3 * _COARSE**2 + size * size))
         u = u.to(torch.float32) * 2 - 1
-        coarse = u[:, : 3 * _COARSE**2].reshape(-1, 3, _COARSE, _COARSE)  # (N, 3, 4, 4)
-        fine = u[:, 3 * _COARSE**2:].reshape(-1, 1, size, size)  # (N, 1, H, W)
-        smooth = tF.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+        coarse = u[:, : 3 * _COARSE**2].reshape(-1, 3, _COARSE, _COARSE)  # (T, 3, 4, 4)
+        fine = u[:, 3 * _COARSE**2:].reshape(-1, 1, size, size)  # (T, 1, H, W)
+        smooth = tF.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)  # (T, 3, H, W)
         base = hsv_to_rgb(*(torch.from_numpy(raw[f"bg_{k}"]).float() for k in ("hue", "saturation", "value")))
-        return (base[:, :, None, None] + BG_SMOOTH * smooth + BG_NOISE * fine).clamp(0, 1)
+        texture = torch.from_numpy(self.texture_ids(idx))  # (N,)
+        return (base[:, :, None, None] + BG_SMOOTH * smooth[texture] + BG_NOISE * fine[texture]).clamp(0, 1)
 
     def render(self, indices: Indices = None) -> Tensor:
         """Render items without the cache. Shape: (N, 3, H, W), uint8."""
