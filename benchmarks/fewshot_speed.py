@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from core.fewshot import EpisodeSampler, evaluate_episodes  # noqa: E402
+from core.downstream.fewshot import EpisodeSampler, evaluate_episodes  # noqa: E402
 
 
 def main() -> None:

@@ -62,7 +62,7 @@ if ! "$PYTHON" -c "import core" >/dev/null 2>&1; then
     echo "=== import core failed: installing the project (pip install -e .[dev])"
     "$PYTHON" -m pip install -e ".[dev]" -q
 fi
-"$PYTHON" -c "import core.engine, vision.pretrain" || {
+"$PYTHON" -c "import core.pretrain.engine, vision.pretrain" || {
     echo "gpu_check: the project does not import (see above); carry the missing wheels in .whl/" >&2
     exit 1
 }

@@ -56,7 +56,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from core.hyper_resnet import HyperResNet  # noqa: E402
+from core.backbones.hyper_resnet import HyperResNet  # noqa: E402
 from core.invariance import InvarianceSpace  # noqa: E402
 
 

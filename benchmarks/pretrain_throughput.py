@@ -6,7 +6,7 @@ measurements, all in one run (the CPUs are shared with other processes, so only 
 compared):
 
 (a) ``augmentation``: views per second of iterating the pre-training DataLoader exactly as the engine builds it
-    (:class:`vision.data.ContrastiveViews` + :class:`core.sampler.DescriptorBatchSampler`, the engine's worker
+    (:class:`vision.data.ContrastiveViews` + :class:`core.pretrain.sampler.DescriptorBatchSampler`, the engine's worker
     init, persistent workers) with no model, for each ``--workers`` value. Several epochs are iterated
     (a fresh iterator per epoch, as in the engine), so the cost of starting workers at each epoch is included;
     it is also reported apart (``epoch_start_s``: time to the first batch of each epoch) next to the steady
@@ -53,9 +53,9 @@ from torch.utils.data import DataLoader, default_collate
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from core import cli  # noqa: E402
-from core.engine import _worker_init, autocast_dtype, build_optimizer  # noqa: E402
 from core.invariance import InvarianceSpace  # noqa: E402
-from core.sampler import DescriptorBatchSampler  # noqa: E402
+from core.pretrain.engine import _worker_init, autocast_dtype, build_optimizer  # noqa: E402
+from core.pretrain.sampler import DescriptorBatchSampler  # noqa: E402
 from vision.augmentations import BASELINE_DESCRIPTORS, ViewTransform  # noqa: E402
 from vision.data import ContrastiveViews, build_pretrain_dataset  # noqa: E402
 from vision.pretrain import PretrainConfig, backbone_kwargs, build_learner  # noqa: E402

@@ -3,10 +3,11 @@
 For each task (``synthetic:shape``, ``color``, ``position``, ``mirror``) of one pre-trained run, this process
 measures five evaluations on the same data, on the same machine, in the same run:
 
-- ``linear``: linear readout at the all-ones descriptor (:func:`core.baselines.linear_probe`);
-- ``gradient``: the invariance probe by gradient descent on θ (:func:`core.probe.invariance_probe`);
-- ``grid_refine``: the invariance probe by grid + refine (:func:`core.probe.grid_refine_probe`);
-- ``finetune``: fine-tuning the last stage plus a head at the all-ones descriptor (:func:`core.baselines.finetune`);
+- ``linear``: linear readout at the all-ones descriptor (:func:`core.downstream.baselines.linear_probe`);
+- ``gradient``: the invariance probe by gradient descent on θ (:func:`core.downstream.probe.invariance_probe`);
+- ``grid_refine``: the invariance probe by grid + refine (:func:`core.downstream.probe.grid_refine_probe`);
+- ``finetune``: fine-tuning the last stage plus a head at the all-ones descriptor
+(:func:`core.downstream.baselines.finetune`);
 - ``finetune_budget``: the same, stopped at the gradient probe's wall clock (``time_budget_s`` = its time).
 
 The first four run ``--repeats`` times, interleaved, and report their fastest wall time and their smallest
@@ -17,9 +18,9 @@ beside it. Both use numbers of the same run. The score difference (grid + refine
 minus gradient) comes with a paired bootstrap 95% interval over the test images: "within noise" means the
 interval contains 0. It covers test-set sampling only; seeds of the split and batch order are not varied.
 
-Then the few-shot speed: 10,000 5-way 1-shot episodes (15 queries) of :func:`core.fewshot.evaluate_episodes`
+Then the few-shot speed: 10,000 5-way 1-shot episodes (15 queries) of :func:`core.downstream.fewshot.evaluate_episodes`
 with the ridge classifier, on features of the shape task's images (train + test) cached once by
-:func:`core.probe.extract_features` (``benchmarks/fewshot_speed.py`` does the same on random features).
+:func:`core.downstream.features.extract_features` (``benchmarks/fewshot_speed.py`` does the same on random features).
 
     python benchmarks/probe_cost.py --checkpoint runs/vision-pretrain   # writes benchmarks/results/probe_cost.json
     python benchmarks/probe_cost.py          # first pre-trains benchmarks/results/probe_cost_run (150 steps)
@@ -46,11 +47,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from core.baselines import finetune, linear_probe  # noqa: E402
 from core.checkpoint import load_checkpoint, load_encoder  # noqa: E402
-from core.fewshot import evaluate_episodes  # noqa: E402
-from core.metrics import compute_metric  # noqa: E402
-from core.probe import ProbeResult, extract_features, grid_refine_probe, invariance_probe  # noqa: E402
+from core.downstream import ProbeResult, extract_features, grid_refine_probe, invariance_probe  # noqa: E402
+from core.downstream.baselines import finetune, linear_probe  # noqa: E402
+from core.downstream.fewshot import evaluate_episodes  # noqa: E402
+from core.downstream.metrics import compute_metric  # noqa: E402
 from vision.tasks import TaskData, load_task  # noqa: E402
 
 TASKS = ("synthetic:shape", "synthetic:color", "synthetic:position", "synthetic:mirror")

@@ -19,7 +19,7 @@ the whole test split), the penalty picked on a validation split carved from the 
 on all training images. The test split is used once per reported number.
 
 For the amortised encoder, per task: readouts at the four corners of ``{0, 1}^2``, and at the descriptor the task
-learns with :func:`core.probe.grid_refine_probe` (its own ridge grid + gradient refine on the training images
+learns with :func:`core.downstream.probe.grid_refine_probe` (its own ridge grid + gradient refine on the training images
 only; its learned descriptor is then read out like the corners). ``best corner (test)`` is an oracle, listed only
 to show what the learned descriptor could reach.
 
@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from core.checkpoint import load_checkpoint, load_encoder  # noqa: E402
-from core.probe import extract_features, grid_refine_probe, split_train_val  # noqa: E402
+from core.downstream import extract_features, grid_refine_probe, split_train_val  # noqa: E402
 from vision.tasks import TaskData, load_task  # noqa: E402
 
 TASKS = ("shape", "color", "position", "mirror")

@@ -7,12 +7,19 @@ Shape legend used in every docstring and shape comment of this project:
 
 The conditioning input is called ``invariance`` everywhere: one descriptor for the batch ``(A,)`` or one per
 sample ``(B, A)``. An integer index into an :class:`InvarianceSpace` is an ``invariance_id``.
+
+Layout (each name has one home module; the package ``__init__`` files re-export the public ones):
+    ``invariance`` the descriptor space · ``conditioning/`` hypernetwork and prompt conditioners ·
+    ``backbones/`` the Hyper-ResNet shared by the modalities · ``pretrain/`` engine, learners, losses, queues,
+    heads, schedules, sampler · ``downstream/`` probes, protocol, baselines, features, ridge, metrics, few-shot,
+    measurement, bound · ``checkpoint``, ``config``, ``cli``, ``distributed`` beside them.
 """
 
 from core.checkpoint import load_encoder
+from core.downstream.probe import grid_refine_probe, invariance_probe
 from core.invariance import InvarianceDescriptor, InvarianceSpace, quantize
-from core.losses import InfoNCELoss, MoCoV3Loss, NTXentLoss
-from core.queues import DescriptorQueues
+from core.pretrain.losses import InfoNCELoss, MoCoV3Loss, NTXentLoss
+from core.pretrain.queues import DescriptorQueues
 
 __all__ = [
     "DescriptorQueues",
@@ -21,6 +28,8 @@ __all__ = [
     "InvarianceSpace",
     "MoCoV3Loss",
     "NTXentLoss",
+    "grid_refine_probe",
+    "invariance_probe",
     "load_encoder",
     "quantize",
 ]

@@ -4,13 +4,18 @@ A checkpoint is written to a temporary file in the same folder, flushed to disk 
 run killed mid-write keeps its last good checkpoint. It is read with ``torch.load(weights_only=True)``, so a
 checkpoint cannot run code. Every checkpoint holds the descriptor space and the recipe that rebuilds its encoder
 (``{"factory": "vision.models:create_backbone", "name": ..., "kwargs": ...}``).
+
+The factory named in a recipe is only imported if a package registered it as an entry point of the group
+``amortised_invariance.backbones`` (this project's ``pyproject.toml`` registers ``vision`` and ``audio``), or in
+this process through :func:`register_encoder_factory`. Core itself names no modality package.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import tempfile
+from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +24,22 @@ from torch import nn
 
 from core.invariance import InvarianceSpace
 
-#: Modules a checkpoint may name as its encoder factory (nothing else is imported from checkpoint data).
-TRUSTED_FACTORY_MODULES = ("core.", "vision.", "audio.")
+#: Entry-point group of the encoder factories a checkpoint may name (nothing else is imported from its data).
+FACTORY_GROUP = "amortised_invariance.backbones"
+_REGISTERED: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_encoder_factory(path: str, factory: Callable[..., nn.Module]) -> None:
+    """Trust ``factory`` under the recipe name ``path`` (``"module:attr"``) in this process."""
+    _REGISTERED[path] = factory
+
+
+def encoder_factories() -> dict[str, Callable[[], Callable[..., nn.Module]]]:
+    """The trusted factories by recipe name: the registered ones and the group's entry points (loaded lazily)."""
+    found: dict[str, Callable[[], Callable[..., nn.Module]]] = {ep.value: ep.load for ep in entry_points(
+        group=FACTORY_GROUP)}
+    found.update({path: (lambda f=factory: f) for path, factory in _REGISTERED.items()})
+    return found
 
 
 class CheckpointError(RuntimeError):
@@ -77,12 +96,14 @@ def check_space(state: dict[str, Any], space: InvarianceSpace, path: str | Path 
 
 
 def build_encoder(encoder_spec: dict[str, Any], space: InvarianceSpace) -> nn.Module:
-    """Rebuild an encoder from its checkpoint recipe, importing only this library's factories."""
+    """Rebuild an encoder from its checkpoint recipe, importing only a registered factory."""
     factory_path = encoder_spec["factory"]
-    module_name, _, attr = factory_path.partition(":")
-    if not module_name.startswith(TRUSTED_FACTORY_MODULES):
-        raise CheckpointError(f"untrusted encoder factory {factory_path!r}; expected one of this library's modules.")
-    factory = getattr(importlib.import_module(module_name), attr)
+    factories = encoder_factories()
+    if factory_path not in factories:
+        raise CheckpointError(f"untrusted encoder factory {factory_path!r}; expected one registered in the "
+                              f"{FACTORY_GROUP!r} entry points: {sorted(factories)}. Reinstall the package "
+                              "(pip install -e .) if its own factory is missing.")
+    factory = factories[factory_path]()
     return factory(encoder_spec["name"], space, **encoder_spec.get("kwargs", {}))
 
 

@@ -1,7 +1,8 @@
 """Image datasets for pre-training and the two-view contrastive wrapper.
 
 :class:`ContrastiveViews` turns an image dataset into the pre-training dataset: it is indexed by the keys that
-:class:`core.sampler.DescriptorBatchSampler` yields, ``(index, invariance_id, sample_seed)``, and computes exactly
+:class:`core.pretrain.sampler.DescriptorBatchSampler` yields, ``(index, invariance_id, sample_seed)``, and computes
+exactly
 two views of that one descriptor. The views are a pure function of the key, so a batch is the same whatever the
 number of data-loader workers.
 
@@ -55,7 +56,7 @@ class ContrastiveViews(Dataset):
         if not isinstance(key, tuple | list) or len(key) != 3:
             raise TypeError(
                 f"ContrastiveViews is indexed by (index, invariance_id, sample_seed) keys, got {key!r}; use "
-                "core.sampler.DescriptorBatchSampler as the DataLoader's batch_sampler."
+                "core.pretrain.sampler.DescriptorBatchSampler as the DataLoader's batch_sampler."
             )
         index, invariance_id, sample_seed = (int(k) for k in key)
         item = self.dataset[index]

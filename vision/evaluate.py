@@ -17,7 +17,7 @@ Modes (SPEC §8):
 
 The JSON report holds the task, metric, score, the descriptor by name, quantised scores, wall time and trained
 parameters; for classification in the invariance and linear modes also ``bound``, Theorem 5.1's guarantee on
-the expected ramp loss (:func:`core.bound.head_bound`) with the linear readout's beside it.
+the expected ramp loss (:func:`core.downstream.bound.head_bound`) with the linear readout's beside it.
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ import torch
 from pydantic import Field
 
 from core import cli
-from core.baselines import finetune, linear_probe
-from core.bound import descriptor_count, head_bound
 from core.checkpoint import CheckpointError, load_checkpoint, load_encoder
 from core.config import StrictModel
-from core.fewshot import evaluate_episodes
+from core.downstream import ProbeResult, descriptor_grid, extract_features, grid_refine_probe, invariance_probe
+from core.downstream.baselines import finetune, linear_probe
+from core.downstream.bound import descriptor_count, head_bound
+from core.downstream.fewshot import evaluate_episodes
 from core.invariance import InvarianceDescriptor, InvarianceSpace, quantize
-from core.probe import ProbeResult, descriptor_grid, extract_features, grid_refine_probe, invariance_probe
 from vision.tasks import TaskData, load_task
 
 

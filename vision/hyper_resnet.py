@@ -10,14 +10,23 @@ References:
 
 from __future__ import annotations
 
-from core.hyper_resnet import HyperResNet
+from core.backbones.hyper_resnet import HyperResNet
 from core.invariance import InvarianceSpace
+
+#: Image stems by name: (kernel size, stride, max-pool after the conv) and the input downsampling they give.
+STEMS: dict[str, dict[str, int | bool]] = {
+    "imagenet": {"stem_kernel_size": 7, "stem_stride": 2, "stem_pool": True},  # /4
+    "cifar": {"stem_kernel_size": 3, "stem_stride": 1, "stem_pool": False},  # /1
+    "small": {"stem_kernel_size": 3, "stem_stride": 2, "stem_pool": False},  # /2
+}
 
 
 def _resnet(space: InvarianceSpace, depth: int, conditioned: bool, image_size: int = 224, width: int = 64,
             stem: str | None = None, **kwargs) -> HyperResNet:
     stem = stem or ("small" if image_size < 64 else "imagenet")
-    return HyperResNet(space, depth=depth, width=width, stem=stem, conditioned=conditioned, **kwargs)
+    if stem not in STEMS:
+        raise ValueError(f"unknown ResNet stem {stem!r}; expected one of {sorted(STEMS)}.")
+    return HyperResNet(space, depth=depth, width=width, conditioned=conditioned, **STEMS[stem], **kwargs)
 
 
 def hyper_resnet18(space: InvarianceSpace, **kwargs) -> HyperResNet:

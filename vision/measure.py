@@ -2,7 +2,7 @@
 
 For every factor (crop, color, grayscale, blur, flip) the encoder sees clean synthetic images and copies with
 only that factor applied; similarity is the cosine in the standardised (whitened) clean-feature space and the
-Mahalanobis distance (Ericsson et al., 2022), via :func:`core.measure.measure_invariance`. Outputs in
+Mahalanobis distance (Ericsson et al., 2022), via :func:`core.downstream.measure.measure_invariance`. Outputs in
 ``--output``: ``measure.json``, ``table.md``, ``radar.png`` (one polygon per descriptor) and
 ``interpolation.png`` (invariance along the line between the first and last training descriptors).
 
@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from core import cli
 from core.checkpoint import CheckpointError, load_checkpoint, load_encoder
 from core.config import StrictModel
-from core.measure import (
+from core.downstream.measure import (
     FactorTransform,
     format_table,
     interpolation_curve,

@@ -27,9 +27,9 @@ from pydantic import Field, model_validator
 from core import cli
 from core.checkpoint import CheckpointError
 from core.config import MethodConfig, OptimConfig, RunConfig, StrictModel
-from core.engine import NonFiniteLossError, pretrain
 from core.invariance import InvarianceSpace
-from core.methods import ContrastiveLearner, create_learner
+from core.pretrain.engine import NonFiniteLossError, pretrain
+from core.pretrain.learners import ContrastiveLearner, create_learner
 from vision.augmentations import BASELINE_DESCRIPTORS, ViewTransform
 from vision.data import ContrastiveViews, build_pretrain_dataset
 from vision.models import BACKBONES, create_backbone

@@ -1,8 +1,11 @@
 """Prompt-ViT: a timm Vision Transformer conditioned by one invariance prompt token.
 
-The token from :class:`~core.prompt.InvariancePrompt` is appended after ``[CLS, patches] + pos_embed``, gets no
-position embedding, and passes through every block; the feature is the CLS output (paper, A.1.2). With
-``invariance=None`` the model is exactly timm's ViT, which is how its equivalence is tested.
+The token from :class:`~core.conditioning.prompt.InvariancePrompt` is appended after ``[CLS, patches] + pos_embed``,
+gets no
+position embedding, and passes through every block; the feature is the CLS output (paper, A.1.2). Patch dropout
+acts on the patches before the token is appended, so it never drops the prompt. The plain baseline
+(``conditioned=False``) validates and then ignores the descriptor: it is exactly timm's ViT, which is how the
+equivalence is tested. A conditioned model called without a descriptor is an error, never a silent plain ViT.
 
 Pretrained weights come from a local file (:func:`load_vit_checkpoint`): a timm state dict or a MoCo-v3
 checkpoint (``state_dict`` with ``module.base_encoder.`` keys). Unlike the authors' code, nothing is
@@ -19,10 +22,10 @@ from pathlib import Path
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
-from torch import Tensor
+from torch import Tensor, nn
 
+from core.conditioning.prompt import InvariancePrompt
 from core.invariance import InvarianceSpace
-from core.prompt import InvariancePrompt
 
 
 class PromptViT(VisionTransformer):
@@ -47,33 +50,43 @@ class PromptViT(VisionTransformer):
             InvariancePrompt(space.dim, self.embed_dim, num_projectors, prompt_hidden_dim) if conditioned else None
         )
 
-    def forward_features(self, x: Tensor, invariance: Tensor | None = None) -> Tensor:  # type: ignore[override]
+    def forward_features(self, x: Tensor, invariance: Tensor) -> Tensor:  # type: ignore[override]
         """Tokens after the final norm.
 
         Args:
             x: Shape: (B, C, H, W).
-            invariance: (A,) for the batch, (B, A) per sample, or ``None`` for the prompt-free ViT.
+            invariance: (A,) for the batch or (B, A) per sample; the plain baseline validates and ignores it.
 
         Returns:
-            Shape: (B, N, D), N = 1 + patches (+ 1 prompt token).
+            Shape: (B, N, D), N = 1 + kept patches (+ 1 prompt token).
+
+        Raises:
+            ValueError: If ``invariance`` is missing or does not fit the space.
         """
+        if invariance is None:
+            raise ValueError(f"PromptViT needs an invariance descriptor of {self.space!r}, shape (A,) or (B, A); "
+                             "got None.")
+        self.space.validate(invariance)
         x = self.patch_embed(x)
         x = self._pos_embed(x)  # (B, 1 + patches, D), position embedding added
-        if invariance is not None and self.prompt is not None:
-            self.space.validate(invariance)
+        x = self.patch_drop(x)  # before the prompt is appended: patch dropout never drops it
+        if self.prompt is not None:
             token = self.prompt(invariance.to(x.dtype))  # (1 or B, D)
             token = token.unsqueeze(1).expand(x.shape[0], -1, -1)  # (B, 1, D), no position embedding
             x = torch.cat([x, token], dim=1)  # (B, N, D)
-        x = self.patch_drop(x)
         x = self.norm_pre(x)
         x = self.blocks(x)
         return self.norm(x)
 
-    def forward(self, x: Tensor, invariance: Tensor | None = None) -> Tensor:  # type: ignore[override]
+    def forward(self, x: Tensor, invariance: Tensor) -> Tensor:  # type: ignore[override]
         """Shape: (B, C, H, W), (A,) or (B, A) -> (B, num_classes or embed_dim)."""
-        if invariance is not None and not self.conditioned:
-            self.space.validate(invariance)
         return self.forward_head(self.forward_features(x, invariance))
+
+    def stages(self) -> list[nn.Module]:
+        """The transformer blocks, input to output; the last one carries the final norms (fine-tuning's unit)."""
+        tail = [m for m in (self.norm, self.fc_norm) if any(True for _ in m.parameters())]
+        blocks = list(self.blocks)
+        return [*blocks[:-1], nn.ModuleList([blocks[-1], *tail])]
 
 
 def load_vit_checkpoint(model: VisionTransformer, path: str | Path) -> list[str]:

@@ -17,7 +17,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from core import distributed
-from core.losses import MoCoV3Loss, NTXentLoss
+from core.pretrain.losses import MoCoV3Loss, NTXentLoss
 
 WORLD_SIZE = 2
 BATCH_SIZE = 6  # the whole batch; each rank holds BATCH_SIZE // WORLD_SIZE samples

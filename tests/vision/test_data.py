@@ -9,7 +9,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Subset
 
 from core.invariance import InvarianceSpace
-from core.sampler import DescriptorBatchSampler
+from core.pretrain.sampler import DescriptorBatchSampler
 from vision.augmentations import ViewTransform
 from vision.data import ContrastiveViews, ImageFolderDataset, build_pretrain_dataset, load_cifar
 from vision.synthetic import (

@@ -47,19 +47,48 @@ def test_unknown_backbone() -> None:
         create_backbone("resnet7", GROUPS)
 
 
-def test_prompt_vit_without_prompt_equals_timm_vit() -> None:
+def test_plain_prompt_vit_equals_timm_vit() -> None:
     torch.manual_seed(0)
-    model = PromptViT(GROUPS, num_projectors=4, img_size=32, patch_size=8, embed_dim=48, depth=3, num_heads=3)
-    reference = timm.models.vision_transformer.VisionTransformer(
-        img_size=32, patch_size=8, embed_dim=48, depth=3, num_heads=3, num_classes=0)
-    reference.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("prompt.")})
-    model.eval(), reference.eval()
+    arch = {"img_size": 32, "patch_size": 8, "embed_dim": 48, "depth": 3, "num_heads": 3}
+    plain = PromptViT(GROUPS, conditioned=False, **arch)
+    reference = timm.models.vision_transformer.VisionTransformer(num_classes=0, **arch)
+    reference.load_state_dict(plain.state_dict())
+    model = PromptViT(GROUPS, num_projectors=4, **arch)
+    model.load_state_dict(plain.state_dict(), strict=False)  # same ViT weights, plus a prompt
+    plain.eval(), reference.eval(), model.eval()
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
-        assert torch.equal(model(x), reference(x))
+        assert torch.equal(plain(x, torch.tensor([1.0, 0.0])), reference(x))
         tokens = model.forward_features(x, torch.tensor([1.0, 1.0]))
         assert tokens.shape == (3, 1 + 16 + 1, 48)  # CLS, 16 patches, prompt token at the end
         assert not torch.equal(model(x, torch.tensor([1.0, 1.0])), reference(x))
+
+
+def test_prompt_vit_refuses_a_missing_descriptor() -> None:
+    model = tiny("prompt_vit_tiny")
+    with pytest.raises(ValueError, match="needs an invariance descriptor"):
+        model(torch.randn(2, 3, 32, 32), None)
+    with pytest.raises(ValueError):
+        model(torch.randn(2, 3, 32, 32), torch.tensor([1.0, 0.0, 1.0]))  # wrong length
+
+
+def test_patch_dropout_keeps_the_prompt_token() -> None:
+    torch.manual_seed(0)
+    model = PromptViT(GROUPS, num_projectors=2, img_size=32, patch_size=8, embed_dim=48, depth=1, num_heads=3,
+                      patch_drop_rate=0.75).train()
+    invariance = torch.tensor([1.0, 0.0])
+    tokens = model.forward_features(torch.randn(2, 3, 32, 32), invariance)
+    assert tokens.shape == (2, 1 + 4 + 1, 48)  # CLS, 4 of 16 patches kept, and the prompt
+    # The last token is the prompt's: changing only the descriptor changes it even before any block mixes tokens.
+    model.blocks = torch.nn.Sequential()
+    model.norm = torch.nn.Identity()
+    x = torch.randn(2, 3, 32, 32)
+    torch.manual_seed(1)
+    a = model.forward_features(x, invariance)
+    torch.manual_seed(1)
+    b = model.forward_features(x, torch.tensor([0.0, 1.0]))
+    torch.testing.assert_close(a[:, :-1], b[:, :-1])
+    torch.testing.assert_close(a[:, -1], model.prompt(invariance).expand(2, -1))
 
 
 def test_per_sample_prompt_equals_per_batch() -> None:

@@ -1,6 +1,6 @@
 """Training by sweep: every (learning rate, weight decay) configuration, every epoch, selected on validation.
 
-The probes (:mod:`core.probe`) and the baselines (:mod:`core.baselines`) all train this way:
+The probes (:mod:`core.downstream.probe`) and the baselines (:mod:`core.downstream.baselines`) all train this way:
 
 - :func:`sweep` runs each configuration (a :class:`TrainRun`: step, validate, snapshot) for a number of epochs
   over the same seeded batch order and keeps the (configuration, epoch) with the best validation score; epoch 0
@@ -17,13 +17,13 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from core.probe_protocol import ProbeSetup, better
+from core.downstream.protocol import ProbeSetup, SweepOutcome, better
 
 
 @dataclass
@@ -41,20 +41,6 @@ class TrainRun:
     validate: Callable[[], float]
     snapshot: Callable[[], dict[str, Any]]
     describe: Callable[[], dict[str, Any]] = dict
-
-
-@dataclass
-class SweepOutcome:
-    """The selected (configuration, epoch) of a :func:`sweep`, its snapshot and the whole history."""
-
-    val_score: float = math.nan
-    state: dict[str, Any] = field(default_factory=dict)
-    lr: float = math.nan
-    weight_decay: float = math.nan
-    epoch: int = 0
-    epochs_run: int = 0
-    stopped_by_budget: bool = False
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def sweep(make_run: Callable[[float, float], TrainRun], lrs: Sequence[float], weight_decays: Sequence[float], *,
@@ -168,4 +154,4 @@ def head_sweep(setup: ProbeSetup, train_features: Callable[[Tensor, Tensor], Ten
     return sweep(make_run, lrs, weight_decays, n_train=n_train, epochs=epochs, batch_size=batch_size, seed=seed)
 
 
-__all__ = ["SweepOutcome", "TrainRun", "head_sweep", "linear_head", "state_copy", "sweep"]
+__all__ = ["TrainRun", "head_sweep", "linear_head", "state_copy", "sweep"]

@@ -7,8 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.baselines import linear_probe
-from core.probe import (
+from core.downstream import (
     ProbeResult,
     descriptor_grid,
     extract_features,
@@ -16,7 +15,8 @@ from core.probe import (
     invariance_probe,
     split_train_val,
 )
-from tests.core.probe_fixtures import FAST, PlantedEncoder, image_data, planted_data, tiny_resnet, tiny_vit
+from core.downstream.baselines import linear_probe
+from tests.core.downstream.probe_fixtures import FAST, PlantedEncoder, image_data, planted_data, tiny_resnet, tiny_vit
 
 
 @pytest.mark.parametrize("answer", [1, 0])

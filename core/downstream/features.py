@@ -1,6 +1,7 @@
 """Features of a frozen conditioned encoder: freezing it, feeding it images, reading ``(B, D)`` features.
 
-Every downstream evaluation (:mod:`core.probe`, :mod:`core.baselines`) reaches the encoder only through this
+Every downstream evaluation (:mod:`core.downstream.probe`, :mod:`core.downstream.baselines`) reaches the encoder only
+through this
 module, so the rules hold everywhere:
 
 - :func:`frozen` puts the encoder in eval mode (BatchNorm statistics never change, dropout is off) with

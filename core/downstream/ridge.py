@@ -1,11 +1,13 @@
 """Closed-form ridge heads on cached features, with the penalty picked on a validation split.
 
-The grid stage of :func:`~core.probe.grid_refine_probe` scores every grid descriptor with these heads, and the
+The grid stage of :func:`~core.downstream.probe.grid_refine_probe` scores every grid descriptor with these heads, and
+the
 quantised refits of both invariance probes use them: one eigendecomposition per feature matrix serves every
 penalty (:func:`ridge_path`), the validation split picks one (:func:`select_ridge`), and the winner can warm-start
 a gradient stage as an ``nn.Linear`` (:meth:`RidgeHead.to_linear`).
 
-Unlike :func:`core.fewshot.ridge_classifier` (batched over few-shot episodes, logits only), these heads take any
+Unlike :func:`core.downstream.fewshot.ridge_classifier` (batched over few-shot episodes, logits only), these heads
+take any
 targets (one-hot labels or regression targets) and return their weights.
 """
 
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from core.probe_protocol import better
+from core.downstream.protocol import better
 
 # Ridge penalties, relative to the mean eigenvalue of the centred Gram matrix (so they do not depend on the
 # feature scale); the validation split picks one.

@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from core.bound import descriptor_count, feature_norm, generalisation_bound, head_bound, ramp_loss, weight_norm
+from core.downstream.bound import (
+    descriptor_count,
+    feature_norm,
+    generalisation_bound,
+    head_bound,
+    ramp_loss,
+    weight_norm,
+)
 
 
 def test_bound_matches_hand_computation():

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.prompt import InvariancePrompt
+from core.conditioning.prompt import InvariancePrompt
 
 
 def loop_reference(prompt: InvariancePrompt, invariance: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """The modality-free pre-training engine: one loop for every contrastive learner, image or audio.
 
-:func:`pretrain` runs a :class:`core.methods.ContrastiveLearner` over a dataset keyed by
-``(index, invariance_id, sample_seed)`` (see :mod:`core.sampler`): one training descriptor per step, the same on
+:func:`pretrain` runs a :class:`core.pretrain.learners.ContrastiveLearner` over a dataset keyed by
+``(index, invariance_id, sample_seed)`` (see :mod:`core.pretrain.sampler`): one training descriptor per step, the
+same on
 every rank; torchrun DDP with gathered negatives; AMP on CUDA; a cosine learning rate with warm-up and a cosine
 EMA-momentum schedule, precomputed per step; atomic checkpoints every N steps and at the end; ``metrics.jsonl``;
 a tqdm bar on rank 0; and a NaN/inf guard that stops the run and keeps the last good checkpoint.
@@ -31,9 +32,9 @@ from tqdm import tqdm
 from core import distributed
 from core.checkpoint import CheckpointError, check_space, load_checkpoint, save_checkpoint
 from core.config import MethodConfig, OptimConfig, RunConfig
-from core.methods import ContrastiveLearner
-from core.sampler import DescriptorBatchSampler
-from core.schedules import cosine_schedule
+from core.pretrain.learners import ContrastiveLearner
+from core.pretrain.sampler import DescriptorBatchSampler
+from core.pretrain.schedules import cosine_schedule
 
 
 class NonFiniteLossError(RuntimeError):

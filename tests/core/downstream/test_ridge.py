@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from core.ridge import RIDGE_LAMS, RidgeHead, ridge_path, select_ridge
+from core.downstream.ridge import RIDGE_LAMS, RidgeHead, ridge_path, select_ridge
 
 
 def direct_ridge(x, y, lam):

@@ -9,12 +9,12 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils.data import Dataset
 
+from core.backbones.hyper_resnet import HyperResNet
 from core.checkpoint import CheckpointError, load_checkpoint, load_encoder
 from core.config import MethodConfig, OptimConfig, RunConfig
-from core.engine import NonFiniteLossError, pretrain
-from core.hyper_resnet import HyperResNet
 from core.invariance import InvarianceSpace
-from core.methods import create_learner
+from core.pretrain.engine import NonFiniteLossError, pretrain
+from core.pretrain.learners import create_learner
 
 GROUPS = InvarianceSpace.from_name("vision_groups")
 
@@ -41,7 +41,7 @@ class NoisyViews(Dataset):
 
 def make_learner(method: str = "simclr", space: InvarianceSpace = GROUPS) -> torch.nn.Module:
     torch.manual_seed(0)
-    backbone = HyperResNet(space, depth=18, width=4, stem="cifar", hidden_dim=2)
+    backbone = HyperResNet(space, depth=18, width=4, stem_kernel_size=3, stem_stride=1, stem_pool=False, hidden_dim=2)
     kwargs = {"queue_size": 16} if method == "mocov2" else {}
     return create_learner(method, backbone, space, proj_hidden_dim=16, proj_dim=8, **kwargs)
 
@@ -53,7 +53,7 @@ def run_pretrain(output: Path, steps: int = 8, method: str = "simclr", dataset: 
                     progress=False)
     run = RunConfig(**(settings | run_kwargs))
     config = {"method": method, "space": space.name, "run": run.model_dump()}
-    spec = {"factory": "core.hyper_resnet:HyperResNet", "name": None, "kwargs": {}}
+    spec = {"factory": "core.backbones.hyper_resnet:HyperResNet", "name": None, "kwargs": {}}
     return pretrain(learner, dataset or NoisyViews(), run=run, optim=OptimConfig(lr=1e-2, warmup_steps=2),
                     method=MethodConfig(name=method), config=config, encoder_spec=spec, on_step=on_step)
 
@@ -156,7 +156,7 @@ def test_corrupt_or_foreign_checkpoints_give_clear_errors(tmp_path: Path) -> Non
 
 def test_load_encoder_round_trips(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    backbone = HyperResNet(GROUPS, depth=18, width=4, stem="cifar", hidden_dim=2)
+    backbone = HyperResNet(GROUPS, depth=18, width=4, stem_kernel_size=3, stem_stride=1, stem_pool=False, hidden_dim=2)
     learner = create_learner("simclr", backbone, GROUPS, proj_hidden_dim=16, proj_dim=8)
     spec = {"factory": "vision.models:create_backbone", "name": "hyper_resnet18",
             "kwargs": {"image_size": 8, "width": 4, "hidden_dim": 2, "stem": "cifar"}}

@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from core.probe_sweep import TrainRun, sweep
+from core.downstream.sweep import TrainRun, sweep
 
 
 def counting_run(steps: list[int], scores: list[float], delay: float = 0.0):

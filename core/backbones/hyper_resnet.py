@@ -2,7 +2,8 @@
 
 The stem convolution and every BatchNorm are ordinary parameters shared by all descriptors; each residual block
 embeds the descriptor once and generates each of its kernels (both convs of a BasicBlock, all three of a
-Bottleneck, and the projection shortcut) with its own :class:`~core.hypernet.KernelGenerator` (paper, A.1.1).
+Bottleneck, and the projection shortcut) with its own :class:`~core.conditioning.hypernet.KernelGenerator` (paper,
+A.1.1).
 Bottlenecks follow ResNet v1.5 (stride on the 3x3 conv), as in torchvision, so a torchvision checkpoint can warm
 start the model exactly (:meth:`HyperResNet.load_resnet_state_dict`).
 
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.hypernet import BlockEmbedding, Conditioning, HyperConv2d, PlainConv2d
+from core.conditioning.hypernet import BlockEmbedding, Conditioning, HyperConv2d, PlainConv2d
 from core.invariance import InvarianceSpace
 
 DEPTHS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
@@ -127,8 +128,10 @@ class HyperResNet(nn.Module):
         depth: 18, 34 (BasicBlock) or 50 (Bottleneck).
         in_chans: Input channels (3 for images, 1 for spectrograms).
         width: Channels of the first stage (64 in the standard ResNet; stages use width·(1, 2, 4, 8)).
-        stem: ``"imagenet"`` (7x7/2 conv + 3x3/2 max-pool, /4), ``"cifar"`` (3x3/1 conv, no pool, /1) or
-            ``"small"`` (3x3/2 conv, no pool, /2: 32 px inputs at a quarter of the CIFAR stem's cost).
+        stem_kernel_size: Kernel of the stem convolution (7 in the standard ResNet).
+        stem_stride: Stride of the stem convolution (2 in the standard ResNet).
+        stem_pool: Follow the stem with a 3x3 stride-2 max-pool (as the standard ResNet does). The modality
+            packages name stems for their inputs (``vision.hyper_resnet.STEMS``).
         embed_dim: Block-embedding size (paper: 16).
         hidden_dim: Generator width (paper: 32); the main lever on parameter count and step time.
         num_classes: Size of a linear classifier on the pooled features; 0 for none (features out).
@@ -137,7 +140,7 @@ class HyperResNet(nn.Module):
             convolutions, no generators; ``invariance`` is still validated but does not change the output.
 
     Raises:
-        ValueError: For an unknown depth or stem.
+        ValueError: For an unknown depth or a stem kernel that is not a positive odd size.
     """
 
     def __init__(
@@ -146,7 +149,9 @@ class HyperResNet(nn.Module):
         depth: int = 50,
         in_chans: int = 3,
         width: int = 64,
-        stem: str = "imagenet",
+        stem_kernel_size: int = 7,
+        stem_stride: int = 2,
+        stem_pool: bool = True,
         embed_dim: int = 16,
         hidden_dim: int = 32,
         num_classes: int = 0,
@@ -156,20 +161,18 @@ class HyperResNet(nn.Module):
         super().__init__()
         if depth not in DEPTHS:
             raise ValueError(f"HyperResNet depth must be one of {sorted(DEPTHS)}, got {depth}.")
-        if stem not in ("imagenet", "cifar", "small"):
-            raise ValueError(f"HyperResNet stem must be 'imagenet', 'cifar' or 'small', got {stem!r}.")
+        if stem_kernel_size < 1 or stem_kernel_size % 2 == 0 or stem_stride < 1:
+            raise ValueError(f"HyperResNet stem needs a positive odd kernel and a positive stride, got kernel "
+                             f"{stem_kernel_size} and stride {stem_stride}.")
         kind, layers = DEPTHS[depth]
         block = HyperBasicBlock if kind == "basic" else HyperBottleneck
         self.space = space
         self.depth = depth
         self.in_chans = in_chans
         self.conditioned = conditioned
-        if stem == "imagenet":
-            self.conv1 = nn.Conv2d(in_chans, width, 7, stride=2, padding=3, bias=False)
-            self.maxpool: nn.Module = nn.MaxPool2d(3, stride=2, padding=1)
-        else:
-            self.conv1 = nn.Conv2d(in_chans, width, 3, stride=2 if stem == "small" else 1, padding=1, bias=False)
-            self.maxpool = nn.Identity()
+        self.conv1 = nn.Conv2d(in_chans, width, stem_kernel_size, stride=stem_stride, padding=stem_kernel_size // 2,
+                               bias=False)
+        self.maxpool: nn.Module = nn.MaxPool2d(3, stride=2, padding=1) if stem_pool else nn.Identity()
         self.bn1 = nn.BatchNorm2d(width)
 
         chans = width
@@ -191,8 +194,12 @@ class HyperResNet(nn.Module):
             for blk in self.blocks():
                 nn.init.zeros_(blk.last_bn.weight)
 
+    def stages(self) -> list[nn.Module]:
+        """The four residual stages, input to output (what fine-tuning the last ``k`` stages trains)."""
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+
     def blocks(self) -> list[nn.Module]:
-        return [blk for stage in (self.layer1, self.layer2, self.layer3, self.layer4) for blk in stage]
+        return [blk for stage in self.stages() for blk in stage]
 
     def forward_features(self, x: Tensor, invariance: Tensor) -> Tensor:
         """Feature map before pooling.

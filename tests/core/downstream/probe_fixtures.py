@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from core.hyper_resnet import HyperResNet
+from core.backbones.hyper_resnet import HyperResNet
 from core.invariance import InvarianceSpace
 from vision.prompt_vit import PromptViT
 
@@ -52,7 +52,7 @@ def planted_data(n, seed, dim=8, num_classes=4, test=False, regression=False):
 
 def tiny_resnet():
     torch.manual_seed(0)
-    return HyperResNet(SPACE, depth=18, width=4, stem="cifar", hidden_dim=2)
+    return HyperResNet(SPACE, depth=18, width=4, stem_kernel_size=3, stem_stride=1, stem_pool=False, hidden_dim=2)
 
 
 def tiny_vit():

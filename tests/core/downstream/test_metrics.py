@@ -8,7 +8,7 @@ import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, mean_squared_error
 from sklearn.metrics import r2_score as sk_r2_score
 
-from core.metrics import accuracy, compute_metric, mean_per_class_accuracy, mse, r2_score
+from core.downstream.metrics import accuracy, compute_metric, mean_per_class_accuracy, mse, r2_score
 
 
 def _classification(seed, n=300, num_classes=7):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.losses import InfoNCELoss, MoCoV3Loss, NTXentLoss
+from core.pretrain.losses import InfoNCELoss, MoCoV3Loss, NTXentLoss
 
 BATCH_SIZES = (1, 2, 3, 8)
 TEMPERATURES = (0.1, 0.2, 0.5, 1.0)

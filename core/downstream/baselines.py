@@ -4,9 +4,9 @@
 - :func:`finetune`: the last ``k`` stages (:func:`trainable_stages`) plus a linear head at a fixed descriptor,
   optionally stopped after a wall-clock budget, e.g. the probe's own time.
 
-Both follow the protocol of :mod:`core.probe_protocol` (validation split, sweep, one test pass at the end) and
-report score, wall time and trained parameters in a :class:`~core.probe_protocol.ProbeResult`, so they compare
-directly with :func:`~core.probe.invariance_probe` and :func:`~core.probe.grid_refine_probe`.
+Both follow the protocol of :mod:`core.downstream.protocol` (validation split, sweep, one test pass at the end) and
+report score, wall time and trained parameters in a :class:`~core.downstream.protocol.ProbeResult`, so they compare
+directly with :func:`~core.downstream.probe.invariance_probe` and :func:`~core.downstream.probe.grid_refine_probe`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from core.features import (
+from core.downstream.features import (
     DescriptorLike,
     Transform,
     descriptor_tensor,
@@ -28,8 +28,8 @@ from core.features import (
     encoder_num_features,
     frozen,
 )
-from core.probe_protocol import ProbeResult, build_setup, make_result, score_test_split
-from core.probe_sweep import TrainRun, head_sweep, linear_head, state_copy, sweep
+from core.downstream.protocol import ProbeResult, build_setup, make_result, score_test_split
+from core.downstream.sweep import TrainRun, head_sweep, linear_head, state_copy, sweep
 
 
 def linear_probe(
@@ -55,16 +55,17 @@ def linear_probe(
     """Baseline: a linear head at a fixed descriptor, trained by Adam on cached features.
 
     One no-grad pass encodes the training data; the head is then trained exactly as in
-    :func:`~core.probe.invariance_probe` (same loss, sweep and validation selection) but without θ, so many more
+    :func:`~core.downstream.probe.invariance_probe` (same loss, sweep and validation selection) but without θ, so
+    many more
     epochs cost little.
 
     Args:
         invariance: The fixed descriptor. Shape: (A,).
         epochs: Epochs per sweep configuration (cheap: features are cached).
-        (others): As in :func:`~core.probe.invariance_probe`.
+        (others): As in :func:`~core.downstream.probe.invariance_probe`.
 
     Returns:
-        :class:`~core.probe_protocol.ProbeResult` (no quantised scores: the descriptor is not learned).
+        :class:`~core.downstream.protocol.ProbeResult` (no quantised scores: the descriptor is not learned).
     """
     start = time.perf_counter()
     setup = build_setup(encoder, x_train, y_train, x_test, y_test, task=task, metric=metric,
@@ -88,28 +89,21 @@ def linear_probe(
 
 
 def trainable_stages(model: nn.Module, last_k_stages: int) -> list[nn.Module]:
-    """The modules :func:`finetune` trains: the last ``k`` ResNet stages, or the last ``k`` ViT blocks + norm.
+    """The modules :func:`finetune` trains: the last ``k`` of the backbone's ``stages()``.
 
-    A ResNet (``layer1`` … ``layer4``, e.g. :class:`~core.hyper_resnet.HyperResNet`) gives ``layer4``,
-    ``layer3``, …; a ViT (``blocks`` and ``norm``, e.g. ``vision.prompt_vit.PromptViT``) gives its last ``k``
-    blocks, the final ``norm`` and ``fc_norm`` when it has parameters.
+    Every backbone names its stages, input to output (a ResNet its four residual stages, a ViT its blocks with the
+    final norm in the last); nothing is inferred from attribute names.
 
     Raises:
-        ValueError: For another architecture, or ``k`` outside ``[1, number of stages]``.
+        ValueError: For a model without ``stages()``, or ``k`` outside ``[1, number of stages]``.
     """
-    if all(hasattr(model, f"layer{j}") for j in range(1, 5)):
-        stages = [getattr(model, f"layer{j}") for j in range(1, 5)]
-        tail: list[nn.Module] = []
-    elif isinstance(getattr(model, "blocks", None), (nn.Sequential, nn.ModuleList)) and hasattr(model, "norm"):
-        stages = list(model.blocks)
-        tail = [m for m in (model.norm, getattr(model, "fc_norm", None))
-                if isinstance(m, nn.Module) and any(True for _ in m.parameters())]
-    else:
-        raise ValueError(f"finetune: {type(model).__name__} has neither layer1..layer4 (ResNet) nor blocks and norm "
-                         f"(ViT).")
+    if not callable(getattr(model, "stages", None)):
+        raise ValueError(f"finetune: {type(model).__name__} has no stages() method; a backbone lists its stages, "
+                         "input to output, so that the last k can be trained.")
+    stages = list(model.stages())
     if not 1 <= int(last_k_stages) <= len(stages):
         raise ValueError(f"finetune: last_k_stages must be in [1, {len(stages)}], got {last_k_stages}.")
-    return stages[len(stages) - int(last_k_stages):] + tail
+    return stages[len(stages) - int(last_k_stages):]
 
 
 def finetune(
@@ -151,15 +145,15 @@ def finetune(
         epochs: Epochs per sweep configuration.
         lrs: Learning rates of the stages and head.
         weight_decays: Weight decays (Adam's L2 term) of the stages and head.
-        (others): As in :func:`~core.probe.invariance_probe`.
+        (others): As in :func:`~core.downstream.probe.invariance_probe`.
 
     Returns:
-        :class:`~core.probe_protocol.ProbeResult`; ``trained_params`` counts the stages and the head,
+        :class:`~core.downstream.protocol.ProbeResult`; ``trained_params`` counts the stages and the head,
         ``hyperparameters`` say whether the budget stopped training.
 
     Raises:
         ValueError: For an unsupported architecture, bad ``last_k_stages`` or a negative budget, and as
-            :func:`~core.probe.invariance_probe`.
+            :func:`~core.downstream.probe.invariance_probe`.
     """
     start = time.perf_counter()
     setup = build_setup(encoder, x_train, y_train, x_test, y_test, task=task, metric=metric,

@@ -2,8 +2,8 @@ import pytest
 import torch
 import torchvision
 
-from core.hyper_resnet import HyperResNet
-from core.hypernet import Conditioning, HyperConv2d, KernelGenerator
+from core.backbones.hyper_resnet import HyperResNet
+from core.conditioning.hypernet import Conditioning, HyperConv2d, KernelGenerator
 from core.invariance import InvarianceSpace
 
 GROUPS = InvarianceSpace.from_name("vision_groups")
@@ -11,7 +11,8 @@ GROUPS = InvarianceSpace.from_name("vision_groups")
 
 def tiny(depth: int, **kwargs) -> HyperResNet:
     torch.manual_seed(0)
-    return HyperResNet(GROUPS, depth=depth, width=8, stem="cifar", hidden_dim=4, **kwargs)
+    return HyperResNet(GROUPS, depth=depth, width=8, stem_kernel_size=3, stem_stride=1, stem_pool=False,
+                       hidden_dim=4, **kwargs)
 
 
 @pytest.mark.parametrize("depth, features", [(18, 64), (34, 64), (50, 256)])

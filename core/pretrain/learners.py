@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core import distributed
-from core.heads import DescriptorHeads, ProjectionHead
 from core.invariance import InvarianceSpace
-from core.losses import InfoNCELoss, MoCoV3Loss, NTXentLoss
-from core.queues import DescriptorQueues
+from core.pretrain.heads import DescriptorHeads, ProjectionHead
+from core.pretrain.losses import InfoNCELoss, MoCoV3Loss, NTXentLoss
+from core.pretrain.queues import DescriptorQueues
 
 METHODS = ("simclr", "mocov2", "mocov3")
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.measure import (
+from core.downstream.measure import (
     FeatureStatistics,
     format_table,
     interpolation_curve,

@@ -7,8 +7,8 @@ import io
 import pytest
 import torch
 
-from core.losses import InfoNCELoss
-from core.queues import DescriptorQueues
+from core.pretrain.losses import InfoNCELoss
+from core.pretrain.queues import DescriptorQueues
 
 
 def _keys(start: int, count: int) -> torch.Tensor:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from core.fewshot import (
+from core.downstream.fewshot import (
     EpisodeSampler,
     confidence_interval,
     episode_accuracy,

@@ -1,7 +1,8 @@
 """The evaluation protocol every downstream probe and baseline shares: task, split, scoring, test phase, result.
 
-One protocol for :func:`~core.probe.invariance_probe`, :func:`~core.probe.grid_refine_probe`,
-:func:`~core.baselines.linear_probe` and :func:`~core.baselines.finetune`, which fixes what the authors'
+One protocol for :func:`~core.downstream.probe.invariance_probe`, :func:`~core.downstream.probe.grid_refine_probe`,
+:func:`~core.downstream.baselines.linear_probe` and :func:`~core.downstream.baselines.finetune`, which fixes what the
+authors'
 downstream code got wrong (official-code-notes §6, §9):
 
 - A validation split carved from the training data (:func:`split_train_val`: seeded, stratified for
@@ -9,7 +10,7 @@ downstream code got wrong (official-code-notes §6, §9):
   head before training) is a candidate.
 - The test split is encoded only after every choice is made, once per reported descriptor
   (:func:`score_test_split`), and no test number feeds back into any choice.
-- Metrics come from :mod:`core.metrics`, over the whole split. Regression targets are standardised with the
+- Metrics come from :mod:`core.downstream.metrics`, over the whole split. Regression targets are standardised with the
   training split's statistics for the loss; R² is reported on the original scale (:class:`ProbeSetup`).
 - Every result (:class:`ProbeResult`) carries its wall time and the number of trained parameters.
 
@@ -24,18 +25,15 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.features import ImageSource, Transform, encode_all, encoder_space, resolve_device
+from core.downstream.features import ImageSource, Transform, encode_all, encoder_space, resolve_device
+from core.downstream.metrics import compute_metric
 from core.invariance import InvarianceSpace
-from core.metrics import compute_metric
-
-if TYPE_CHECKING:
-    from core.probe_sweep import SweepOutcome
 
 TASK_METRICS: dict[str, tuple[str, ...]] = {"classification": ("top1", "mean_per_class"), "regression": ("r2",)}
 
@@ -43,6 +41,20 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {"classification": ("top1", "mean_per
 def better(score: float, best: float) -> bool:
     """The selection rule on validation scores: higher wins, NaN never wins, anything beats a NaN best."""
     return not math.isnan(score) and (math.isnan(best) or score > best)
+
+
+@dataclass
+class SweepOutcome:
+    """The selected (configuration, epoch) of a :func:`sweep`, its snapshot and the whole history."""
+
+    val_score: float = math.nan
+    state: dict[str, Any] = field(default_factory=dict)
+    lr: float = math.nan
+    weight_decay: float = math.nan
+    epoch: int = 0
+    epochs_run: int = 0
+    stopped_by_budget: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -66,7 +78,7 @@ class ProbeResult:
             head relies on the exact continuous descriptor.
         quantized_refit: ``{b: score}``, a closed-form ridge head *refitted* on training features at ``Q(i; b)``
             (penalty picked on validation); the score of the quantised descriptor itself.
-        stages: Per-stage numbers of :func:`~core.probe.grid_refine_probe` (``"grid"``, ``"refine"``).
+        stages: Per-stage numbers of :func:`~core.downstream.probe.grid_refine_probe` (``"grid"``, ``"refine"``).
         history: One entry per (configuration, epoch): validation score, training loss, descriptor.
         head: The selected head, applied to features (not serialised). Regression heads predict standardised
             targets (see ``hyperparameters["target_mean"]``/``["target_std"]``).
@@ -280,6 +292,7 @@ __all__ = [
     "TASK_METRICS",
     "ProbeResult",
     "ProbeSetup",
+    "SweepOutcome",
     "better",
     "build_setup",
     "make_result",

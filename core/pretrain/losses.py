@@ -1,7 +1,7 @@
 """Contrastive losses for amortised invariance pre-training: NT-Xent (SimCLR), InfoNCE (MoCo-v2), MoCo-v3.
 
 The losses do not know about invariance descriptors: the pre-training engine picks one training descriptor per
-step, and for MoCo-v2 passes the negatives of that descriptor's queue (:class:`core.queues.DescriptorQueues`).
+step, and for MoCo-v2 passes the negatives of that descriptor's queue (:class:`core.pretrain.queues.DescriptorQueues`).
 
 Similarities use the einsum legend ``n`` anchors, ``m`` candidates, ``c`` embedding channels.
 

@@ -1,9 +1,9 @@
-"""Tests for core.sampler.DescriptorBatchSampler: one descriptor per step, rank sharding, exact resume."""
+"""Tests for core.pretrain.sampler.DescriptorBatchSampler: one descriptor per step, rank sharding, exact resume."""
 
 import pytest
 
 from core.invariance import InvarianceSpace
-from core.sampler import DescriptorBatchSampler, sample_seed
+from core.pretrain.sampler import DescriptorBatchSampler, sample_seed
 
 GROUPS = InvarianceSpace.from_name("vision_groups")
 INDIVIDUAL = InvarianceSpace.from_name("vision_individual")

@@ -4,17 +4,15 @@
   ``i = sigmoid(θ)`` (θ = 0, i.e. i = 0.5, at the start) are learned together with Adam, the features being
   recomputed through the frozen encoder at the current ``i`` every step so that the loss reaches θ.
 - :func:`grid_refine_probe`: the same answer faster. Score a coarse grid of descriptors (:func:`descriptor_grid`)
-  with closed-form ridge heads (:mod:`core.ridge`) on cached features, then refine the best one by gradient
+  with closed-form ridge heads (:mod:`core.downstream.ridge`) on cached features, then refine the best one by gradient
   descent for a few epochs.
 
 Both report the learned descriptor by name and the test score with the descriptor quantised to ``b`` bits.
-They follow the protocol of :mod:`core.probe_protocol` (validation split, sweep selection, one test pass at the
-end) and train with :mod:`core.probe_sweep`; the encoder is reached through :mod:`core.features` (eval mode,
+They follow the protocol of :mod:`core.downstream.protocol` (validation split, sweep selection, one test pass at the
+end) and train with :mod:`core.downstream.sweep`; the encoder is reached through :mod:`core.downstream.features`
+(eval mode,
 no parameter gradients, restored afterwards). Weight decay (Adam's L2 term) applies to the head only; θ has its
-own parameter group without decay. The baselines they are compared with live in :mod:`core.baselines`.
-
-This module also re-exports what a caller of the probes needs besides them: :class:`ProbeResult`,
-:func:`frozen`, :func:`extract_features`, :func:`split_train_val`, ``TASK_METRICS`` and ``RIDGE_LAMS``.
+own parameter group without decay. The baselines they are compared with live in :mod:`core.downstream.baselines`.
 
 Images are a float tensor ``(N, C, H, W)`` already normalised, or any tensor plus a ``transform`` applied to each
 batch on the device (e.g. uint8 → normalised float). Only deterministic preprocessing belongs there: the
@@ -34,29 +32,26 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from core.features import (
+from core.downstream.features import (
     DescriptorLike,
     Transform,
     descriptor_tensor,
     encode,
     encode_all,
     encoder_num_features,
-    extract_features,
     frozen,
 )
-from core.invariance import quantize
-from core.probe_protocol import (
-    TASK_METRICS,
+from core.downstream.protocol import (
     ProbeResult,
     ProbeSetup,
     better,
     build_setup,
     make_result,
     score_test_split,
-    split_train_val,
 )
-from core.probe_sweep import SweepOutcome, head_sweep, linear_head
-from core.ridge import RIDGE_LAMS, RidgeHead, select_ridge
+from core.downstream.ridge import RIDGE_LAMS, RidgeHead, select_ridge
+from core.downstream.sweep import SweepOutcome, head_sweep, linear_head
+from core.invariance import quantize
 
 # A descriptor that starts the gradient stage is clamped to [0.05, 0.95] before θ = logit(i): at a corner θ would
 # be ±inf, and sigmoid'(θ) at 0.95 is still a fifth of its value at the centre.
@@ -334,15 +329,4 @@ def grid_refine_probe(
 
 
 
-__all__ = [
-    "INIT_CLAMP",
-    "RIDGE_LAMS",
-    "TASK_METRICS",
-    "ProbeResult",
-    "descriptor_grid",
-    "extract_features",
-    "frozen",
-    "grid_refine_probe",
-    "invariance_probe",
-    "split_train_val",
-]
+__all__ = ["INIT_CLAMP", "descriptor_grid", "grid_refine_probe", "invariance_probe"]

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from core.baselines import finetune, linear_probe, trainable_stages
-from tests.core.probe_fixtures import SPACE, PlantedEncoder, image_data, planted_data, tiny_resnet, tiny_vit
+from core.downstream.baselines import finetune, linear_probe, trainable_stages
+from tests.core.downstream.probe_fixtures import SPACE, PlantedEncoder, image_data, planted_data, tiny_resnet, tiny_vit
 
 
 def test_linear_probe_and_finetune_on_tiny_resnet():
@@ -32,7 +32,9 @@ def test_linear_probe_and_finetune_on_tiny_resnet():
 
 def test_prompt_vit_stages_and_finetune():
     vit = tiny_vit()
-    assert trainable_stages(vit, 1) == [vit.blocks[1], vit.norm]
+    (last,) = trainable_stages(vit, 1)
+    assert list(last) == [vit.blocks[1], vit.norm]
+    assert trainable_stages(vit, 2)[0] is vit.blocks[0]
     x, y = image_data(24, 0)
     x_test, y_test = image_data(8, 1)
     tuned = finetune(vit, x, y, x_test, y_test, [0.5, 0.5], epochs=1, batch_size=8, lrs=(1e-3,))
@@ -42,7 +44,7 @@ def test_prompt_vit_stages_and_finetune():
 
 def test_baseline_argument_errors():
     x, y = planted_data(40, 0)
-    with pytest.raises(ValueError, match="layer1..layer4"):
+    with pytest.raises(ValueError, match="no stages"):
         finetune(PlantedEncoder(1), x, y, x, y, [0.5, 0.5])
     with pytest.raises(ValueError, match="last_k_stages"):
         finetune(tiny_resnet(), *image_data(8, 0), *image_data(8, 1), [0.5, 0.5], last_k_stages=5)
