@@ -8,8 +8,12 @@ The factors are the standard SimCLR / MoCo-v2 augmentations (SPEC §6), each dri
 - ``flip``: horizontal flip, p=0.5.
 - ``color``: ColorJitter(brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1) in random order, p=0.8.
 - ``grayscale``: p=0.2 (three equal channels).
-- ``blur``: Gaussian, sigma in [0.1, 2.0] at 224 px scaled by ``size / 224``, kernel about 10% of the side
-  (odd, at least 3), p=0.5.
+- ``blur``: Gaussian, p=0.5, sigma uniform in ``[σ_max / 20, σ_max]`` with ``σ_max = max(2.0 · size / 224, 1 px)``:
+  the standard [0.1, 2.0] at 224 px, scaled with the side, but never weaker than 1 px at its strongest, so that
+  the factor stays a real blur on small images (at 32 px the plain scaling gives σ_max = 0.29 px, which keeps 98 %
+  of a one-pixel checkerboard: a dead coordinate; σ = 1 px removes nearly all of it). The kernel is odd, about
+  10 % of the side and at least ``2·ceil(2·σ_max) + 1`` (±2 σ), capped at ``2·size - 1`` for reflect padding:
+  23 at 224 px, 5 at 32 px.
 - ``solarize``: p=0.2, threshold 0.5 on ``[0, 1]`` floats (the MoCo recipes; off unless asked for).
 
 Factors are applied in the order crop, color, grayscale, blur, solarize, flip. A factor that is off is not
@@ -63,6 +67,8 @@ SOLARIZE_THRESHOLD = 0.5
 #: ColorJitter strengths: brightness, contrast, saturation scale by [1 - s, 1 + s]; hue shifts by [-s, s].
 JITTER = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.2, "hue": 0.1}
 BLUR_SIGMA_224 = (0.1, 2.0)
+#: The strongest blur never falls below this sigma (pixels), whatever the image size.
+BLUR_MIN_SIGMA_MAX = 1.0
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 _CROP_ATTEMPTS = 10
 # Layout of the uniforms drawn once per view (the crop draws its own block after this one).
@@ -75,15 +81,25 @@ def crop_scale(size: int) -> tuple[float, float]:
     return (0.08, 1.0) if size >= 64 else (0.2, 1.0)
 
 
-def blur_kernel_size(size: int) -> int:
-    """Odd Gaussian kernel of about 10% of the image side, at least 3 (23 at 224 px, 3 at 32 px)."""
-    k = max(3, int(0.1 * size))
-    return k if k % 2 == 1 else k + 1
-
-
 def blur_sigma_range(size: int) -> tuple[float, float]:
-    """Blur sigma range: (0.1, 2.0) at 224 px, scaled linearly with the image side."""
-    return (BLUR_SIGMA_224[0] * size / 224, BLUR_SIGMA_224[1] * size / 224)
+    """Blur sigma range in pixels: (0.1, 2.0) at 224 px, scaled with the side, the upper end at least 1 px.
+
+    The lower end keeps the standard ratio (1/20 of the upper end): (0.05, 1.0) at 32 px, (0.2, 4.0) at 448 px.
+    """
+    high = max(BLUR_SIGMA_224[1] * size / 224, BLUR_MIN_SIGMA_MAX)
+    return (high * BLUR_SIGMA_224[0] / BLUR_SIGMA_224[1], high)
+
+
+def blur_kernel_size(size: int) -> int:
+    """Odd Gaussian kernel: about 10% of the side and at least ±2 sigma of the strongest blur.
+
+    ``max(3, int(0.1 · size), 2·ceil(2·σ_max) + 1)`` rounded up to odd, capped at ``2·size - 1`` (reflect
+    padding needs half a kernel below the side): 5 at 32 px, 7 at 64 px, 23 at 224 px.
+    """
+    sigma_max = blur_sigma_range(size)[1]
+    k = max(3, int(0.1 * size), 2 * math.ceil(2 * sigma_max) + 1)
+    k = k if k % 2 == 1 else k + 1
+    return max(1, min(k, 2 * size - 1))
 
 
 @dataclass(frozen=True)

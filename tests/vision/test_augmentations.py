@@ -262,9 +262,16 @@ def test_color_jitter_parameters():
 
 
 def test_blur_parameters_and_kernel():
-    assert [blur_kernel_size(s) for s in (32, 64, 96, 224)] == [3, 7, 9, 23]
-    assert blur_sigma_range(224) == pytest.approx((0.1, 2.0))
-    assert blur_sigma_range(32) == pytest.approx((0.1 / 7, 2.0 / 7))
+    assert [blur_kernel_size(s) for s in (32, 64, 96, 224)] == [5, 7, 9, 23]
+    assert blur_sigma_range(224) == pytest.approx((0.1, 2.0))  # the standard SimCLR range at 224 px
+    assert blur_sigma_range(448) == pytest.approx((0.2, 4.0))  # scaled with the side above it
+    assert blur_sigma_range(32) == pytest.approx((0.05, 1.0))  # never weaker than 1 px at its strongest
+    for size in range(2, 300):
+        low, high = blur_sigma_range(size)
+        kernel = blur_kernel_size(size)
+        assert high >= 1.0 and low == pytest.approx(high / 20)
+        assert kernel % 2 == 1 and kernel < 2 * size  # reflect padding needs half a kernel below the side
+        assert kernel >= min(2 * math.ceil(2 * high) + 1, 2 * size - 1) and kernel >= int(0.1 * size)
     transform = ViewTransform(INDIVIDUAL, 32)
     sigmas = [transform.sample([0, 0, 0, 1, 0], gen(s), 32, 32).blur_sigma for s in range(400)]
     drawn = [s for s in sigmas if s is not None]
@@ -273,7 +280,54 @@ def test_blur_parameters_and_kernel():
     assert low <= min(drawn) and max(drawn) <= high and max(drawn) - min(drawn) > 0.8 * (high - low)
 
 
-@pytest.mark.parametrize("kernel,sigma", [(3, 0.1), (3, 0.28), (9, 1.0), (23, 2.0)])
+def checkerboard(size: int, cell: int) -> torch.Tensor:
+    """Black/white squares of ``cell`` px. Shape: (3, size, size)."""
+    index = torch.arange(size) // cell
+    return ((index.view(-1, 1) + index.view(1, -1)) % 2).float().expand(3, size, size).clone()
+
+
+def high_frequency_energy(image: torch.Tensor) -> float:
+    """FFT energy at spatial frequencies of at least 1/8 cycle per pixel (in x or y), DC excluded."""
+    spectrum = torch.fft.fft2(image - image.mean(dim=(-2, -1), keepdim=True)).abs().square()  # (3, H, W)
+    fy = torch.fft.fftfreq(image.shape[-2]).abs().view(-1, 1)
+    fx = torch.fft.fftfreq(image.shape[-1]).abs().view(1, -1)
+    return float(spectrum[..., torch.maximum(fx, fy) >= 0.125].sum())
+
+
+@pytest.mark.parametrize("cell", [1, 2])
+def test_strongest_blur_removes_fine_detail_at_32_px(cell):
+    # The old rule (sigma 0.1-2.0 scaled by 32/224, kernel 3) kept 98 % of a one-pixel checkerboard at its
+    # strongest: blur was a dead coordinate at the default image size.
+    transform = ViewTransform(INDIVIDUAL, 32, mean=None)
+    image = checkerboard(32, cell)
+    blurred = transform.apply(image, ViewParams(blur_sigma=blur_sigma_range(32)[1]))
+    kept = high_frequency_energy(blurred) / high_frequency_energy(image)
+    assert kept < 0.2, kept
+    # The same pattern through the whole transform: with blur on, about half the views lose most of it.
+    views = [transform(image, [0, 0, 0, 1, 0], gen(s)) for s in range(40)]
+    kept_per_view = [high_frequency_energy(v) / high_frequency_energy(image) for v in views]
+    assert sum(k < 0.5 for k in kept_per_view) >= 10
+
+
+def test_blur_off_is_the_identity():
+    transform = ViewTransform(INDIVIDUAL, 32, mean=None)
+    image = random_image(32)
+    for seed in range(30):  # every factor off: the view is the image; blur off: never a blur sigma
+        assert torch.equal(transform(image, [0, 0, 0, 0, 0], gen(seed)), image)
+        assert transform.sample([1, 1, 1, 0, 1], gen(seed), 32, 32).blur_sigma is None
+    assert torch.equal(transform.apply(image, ViewParams(blur_sigma=None)), image)
+
+
+def test_blur_at_224_px_follows_the_standard_range():
+    transform = ViewTransform(INDIVIDUAL, 224, mean=None)
+    assert transform.blur_kernel == 23 and transform.blur_sigma == pytest.approx((0.1, 2.0))
+    image = random_image(224)
+    sigma = 1.3
+    expected = F.gaussian_blur(image, [23, 23], [sigma, sigma])
+    assert torch.allclose(transform.apply(image, ViewParams(blur_sigma=sigma)), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel,sigma", [(3, 0.1), (3, 0.28), (5, 1.0), (9, 1.0), (23, 2.0)])
 def test_gaussian_blur_matches_torchvision(kernel, sigma):
     image = random_image(40)
     expected = F.gaussian_blur(image, [kernel, kernel], [sigma, sigma])
