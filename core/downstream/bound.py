@@ -4,7 +4,7 @@ For a 1-Lipschitz loss with values in ``[0, M]``, a linear head with ``||φ|| <=
 ``||f(x)|| <= X``, ``c`` classes, ``n`` training examples and a finite set ``I`` of descriptors to choose from,
 with probability at least ``1 - δ``::
 
-    E[L] <= L̂ + 2·√2·c·X·B / √n + 3·M·√(ln(|I| / δ) / (2n))
+    E[L] <= L̂ + 2·√2·c·X·B / √n + 3·M·√(ln(2|I| / δ) / (2n))
 
 The middle term is the Rademacher complexity of a ``c``-class linear model (Maurer's vector contraction [1]);
 the last comes from the Rademacher generalisation bound [2] and a union bound over the ``|I|`` feature
@@ -12,8 +12,14 @@ extractors. With ``|I| = 1`` it is the bound of a plain linear readout, so the t
 ``ln|I|`` and in their empirical losses: a learned descriptor may fit the training data much better at a
 logarithmic price.
 
-Note: the appendix proof starts from ``ln(2/δ')`` and so would end with ``ln(2|I|/δ)``; this module follows
-the theorem as stated, ``ln(|I|/δ)`` (the linear readout's last term is then ``3M·√(ln(1/δ)/(2n))``).
+The confidence term follows the appendix proof, not the theorem's statement: the proof starts from the
+Rademacher bound with ``ln(2/δ')`` and takes a union bound with ``δ' = δ/|I|``, which gives ``ln(2|I|/δ)``
+(the statement's ``ln(|I|/δ)`` is not what the proof supports). The linear readout's last term is then
+``3M·√(ln(2/δ)/(2n))``.
+
+The contraction step needs a loss that is 1-Lipschitz in the ℓ2 norm of the logit vector. The usual multi-class
+ramp loss of the margin ``z_y − max_{k≠y} z_k`` is only √2-Lipschitz there (the margin's gradient
+``e_y − e_k`` has norm √2), so :func:`ramp_loss` uses the margin divided by √2.
 
 ``|I|`` for descriptors learned continuously and quantised to ``b`` bits per factor is ``2^(b·A)``
 (:func:`descriptor_count`); the theorem's ``I = {0, 1}^A`` is the case ``b = 1``.
@@ -37,7 +43,7 @@ from torch import Tensor
 def _bound_terms(empirical_loss: float, n: int, num_classes: int, x: float, b: float, m: float,
                  num_descriptors: int, delta: float) -> dict[str, float]:
     complexity = 2.0 * math.sqrt(2.0) * num_classes * x * b / math.sqrt(n)
-    confidence = 3.0 * m * math.sqrt(math.log(num_descriptors / delta) / (2.0 * n))
+    confidence = 3.0 * m * math.sqrt(math.log(2.0 * num_descriptors / delta) / (2.0 * n))
     return {
         "empirical_loss": float(empirical_loss),
         "complexity_term": complexity,
@@ -158,11 +164,13 @@ def weight_norm(weight: Tensor, bias: Tensor | None = None, norm: str = "frobeni
 
 
 def ramp_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """The multi-class ramp loss, 1-Lipschitz in the margin and valued in ``[0, 1]`` (so ``M = 1``).
+    """The multi-class ramp loss scaled to be 1-Lipschitz in the ℓ2 norm of the logits; valued in ``[0, 1]`` (M = 1).
 
-    With margin ``m = logit_y - max_{k != y} logit_k``, the loss is ``clip(1 - m, 0, 1)``: 1 for a wrong or tied
-    prediction, 0 once the true class leads by 1, linear in between. It bounds the 0-1 error from above, so a bound
-    on its expectation bounds the test error.
+    With margin ``m = logit_y - max_{k != y} logit_k``, the loss is ``clip(1 - m/√2, 0, 1)``: 1 for a wrong or tied
+    prediction, 0 once the true class leads by √2, linear in between. The margin moves by at most ``√2·||Δz||``
+    when the logits move by ``Δz``, so the division by √2 makes the loss 1-Lipschitz in the logits, as the
+    theorem's contraction step requires. It bounds the 0-1 error from above, so a bound on its expectation bounds
+    the test error.
 
     Args:
         logits: Head outputs. Shape: (N, C), C >= 2.
@@ -178,14 +186,14 @@ def ramp_loss(logits: Tensor, labels: Tensor) -> Tensor:
     labels = labels.long()
     true = logits.gather(1, labels[:, None]).squeeze(1)  # (N,)
     others = logits.scatter(1, labels[:, None], float("-inf")).amax(dim=1)  # (N,)
-    return (1.0 - (true - others)).clamp(0.0, 1.0)
+    return (1.0 - (true - others) / math.sqrt(2.0)).clamp(0.0, 1.0)
 
 
 def head_bound(features: Tensor, labels: Tensor, head: torch.nn.Linear, num_descriptors: int,
                delta: float = 0.05, linear_empirical_loss: float | None = None) -> dict[str, Any]:
     """Theorem 5.1 for a trained linear classification head on the features it was trained on.
 
-    L̂ is the mean :func:`ramp_loss` of ``head(features)`` (M = 1), X the largest norm of ``[f(x), 1]`` and B the
+    L̂ is the mean :func:`ramp_loss` of ``head(features)`` (1-Lipschitz in the logits, M = 1), X the largest norm of ``[f(x), 1]`` and B the
     Frobenius norm of ``[W, b]``, both measured on the data, as is usual when a bound is evaluated after
     training (strictly, X and B must be fixed before seeing the data).
 
@@ -207,7 +215,7 @@ def head_bound(features: Tensor, labels: Tensor, head: torch.nn.Linear, num_desc
     b = weight_norm(head.weight, head.bias)
     result = generalisation_bound(loss, features.shape[0], head.weight.shape[0], x, b, 1.0, num_descriptors,
                                   delta=delta, linear_empirical_loss=linear_empirical_loss)
-    return result | {"feature_norm_X": x, "weight_norm_B": b, "loss": "ramp (margin 1), M = 1"}
+    return result | {"feature_norm_X": x, "weight_norm_B": b, "loss": "ramp (margin √2, 1-Lipschitz in the logits), M = 1"}
 
 
 __all__ = ["descriptor_count", "feature_norm", "generalisation_bound", "head_bound", "ramp_loss", "weight_norm"]
