@@ -5,7 +5,8 @@
 #
 # Steps (each under its own time limit; a failing step is recorded and the next one still runs):
 #   1. GPU and library versions (nvidia-smi, torch.cuda)                -> env.txt
-#   2. TORCH_DEVICE=cuda pytest of the backbone tests                    -> pytest.xml
+#   2. TORCH_DEVICE=cuda pytest of the whole suite: every test that takes the `device` fixture runs on the GPU;
+#      the step fails if a test fails or if none used the GPU          -> pytest.xml, device_tests.json
 #   3. benchmarks/pretrain_throughput.py --device cuda (bf16 autocast)   -> pretrain_throughput.json
 #      (benchmarks/hypernet_overhead.py has no device option, so it is not run here)
 #   4. a 50-step python -m vision.pretrain smoke run on CUDA with bf16, then core.load_encoder on CUDA
@@ -84,8 +85,20 @@ export -f environment
 export PYTHON OUT_DIR
 step environment 60 bash -c 'set -euo pipefail; environment | tee "$OUT_DIR/env.txt"'
 
-step pytest 200 env TORCH_DEVICE=cuda "$PYTHON" -m pytest -q -x tests/core/test_hyper_resnet.py \
-    tests/vision/test_models.py --junitxml "$OUT_DIR/pytest.xml" -p no:cacheprovider
+cuda_tests() {
+    TORCH_DEVICE=cuda DEVICE_TESTS_REPORT="$OUT_DIR/device_tests.json" "$PYTHON" -m pytest -q tests \
+        --junitxml "$OUT_DIR/pytest.xml" -p no:cacheprovider
+    "$PYTHON" - "$OUT_DIR/device_tests.json" <<'EOF'
+import json
+import sys
+report = json.load(open(sys.argv[1]))
+count = len(report["tests"])
+print(f"{count} tests ran on {report['device']}")
+sys.exit(0 if count and report["device"].startswith("cuda") else 1)
+EOF
+}
+export -f cuda_tests
+step pytest 300 bash -c 'set -euo pipefail; cuda_tests'
 
 step pretrain_throughput 240 "$PYTHON" benchmarks/pretrain_throughput.py --device cuda --amp bf16 \
     --workers 2 8 --aug-batches 64 --model-warmup 5 --model-rounds 20 --warmup 10 --steps 60 \

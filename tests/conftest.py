@@ -1,5 +1,12 @@
-"""Shared pytest configuration: ``--runslow`` enables tests marked ``@pytest.mark.slow``."""
+"""Shared pytest configuration: ``--runslow`` enables tests marked ``@pytest.mark.slow``; the ``device`` fixture.
 
+``TORCH_DEVICE=cuda pytest`` runs every test that takes the ``device`` fixture on the GPU. It fails, rather
+than falling back to the CPU, when torch sees no such device; and a run with a non-CPU ``TORCH_DEVICE`` in which
+no test used the fixture fails at the end, so a GPU check cannot pass without running anything on the GPU.
+``DEVICE_TESTS_REPORT=FILE`` writes ``{"device": ..., "tests": [...]}``: the tests that used the fixture.
+"""
+
+import json
 import os
 
 import pytest
@@ -19,7 +26,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_slow)
 
 
-@pytest.fixture
-def device() -> torch.device:
-    """Device under test, from ``TORCH_DEVICE`` (as in timm's tests); CPU by default."""
+_DEVICE_TESTS: list[str] = []
+
+
+def _device_under_test() -> torch.device:
     return torch.device(os.environ.get("TORCH_DEVICE", "cpu"))
+
+
+@pytest.fixture
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """Device under test, from ``TORCH_DEVICE`` (as in timm's tests); CPU by default."""
+    dev = _device_under_test()
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        pytest.fail(f"TORCH_DEVICE={dev} but torch sees no CUDA device; unset TORCH_DEVICE to test on the CPU.")
+    _DEVICE_TESTS.append(request.node.nodeid)
+    return dev
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    dev = _device_under_test()
+    report = os.environ.get("DEVICE_TESTS_REPORT")
+    if report:
+        with open(report, "w") as f:
+            json.dump({"device": str(dev), "tests": _DEVICE_TESTS}, f, indent=1)
+    if dev.type != "cpu" and session.testscollected and not _DEVICE_TESTS:
+        print(f"\nTORCH_DEVICE={dev}: no test used the device fixture, so nothing ran on {dev}.")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -18,10 +18,10 @@ def tiny(name: str) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
-def test_forward_backward_and_conditioning(name: str) -> None:
-    model = tiny(name)
-    x = torch.randn(4, 3, 32, 32)
-    invariance = torch.tensor([0.2, 0.8], requires_grad=True)
+def test_forward_backward_and_conditioning(name: str, device: torch.device) -> None:
+    model = tiny(name).to(device)
+    x = torch.randn(4, 3, 32, 32, device=device)
+    invariance = torch.tensor([0.2, 0.8], device=device, requires_grad=True)
     out = model(x, invariance)
     assert out.shape == (4, model.num_features) and torch.isfinite(out).all()
     for m in model.modules():  # unblock zero-initialised residual branches so every parameter is reachable
@@ -33,13 +33,13 @@ def test_forward_backward_and_conditioning(name: str) -> None:
     assert not no_grad, no_grad
     model.eval()
     with torch.no_grad():
-        a, b = model(x, torch.tensor([1.0, 0.0])), model(x, torch.tensor([0.0, 1.0]))
-        assert torch.equal(a, model(x, torch.tensor([1.0, 0.0])))
+        a, b = model(x, torch.tensor([1.0, 0.0], device=device)), model(x, torch.tensor([0.0, 1.0], device=device))
+        assert torch.equal(a, model(x, torch.tensor([1.0, 0.0], device=device)))
     conditioned = name.startswith(("hyper", "prompt"))
     assert conditioned == bool((a - b).abs().max() > 1e-4)
     assert conditioned == (invariance.grad is not None and bool(invariance.grad.abs().sum() > 0))
     with pytest.raises(ValueError, match="shape"):
-        model(x, torch.ones(3))
+        model(x, torch.ones(3, device=device))
 
 
 def test_unknown_backbone() -> None:
@@ -91,10 +91,10 @@ def test_patch_dropout_keeps_the_prompt_token() -> None:
     torch.testing.assert_close(a[:, -1], model.prompt(invariance).expand(2, -1))
 
 
-def test_per_sample_prompt_equals_per_batch() -> None:
-    model = tiny("prompt_vit_tiny").eval()
-    x = torch.randn(3, 3, 32, 32)
-    rows = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+def test_per_sample_prompt_equals_per_batch(device: torch.device) -> None:
+    model = tiny("prompt_vit_tiny").to(device).eval()
+    x = torch.randn(3, 3, 32, 32, device=device)
+    rows = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], device=device)
     out = model(x, rows)
     for i in range(3):
         torch.testing.assert_close(out[i], model(x[i : i + 1], rows[i])[0], rtol=1e-5, atol=1e-5)

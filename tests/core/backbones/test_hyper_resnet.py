@@ -16,75 +16,75 @@ def tiny(depth: int, **kwargs) -> HyperResNet:
 
 
 @pytest.mark.parametrize("depth, features", [(18, 64), (34, 64), (50, 256)])
-def test_output_shapes(depth: int, features: int) -> None:
-    model = tiny(depth)
-    x = torch.randn(3, 3, 32, 32)
+def test_output_shapes(depth: int, features: int, device: torch.device) -> None:
+    model = tiny(depth).to(device)
+    x = torch.randn(3, 3, 32, 32, device=device)
     assert model.num_features == features
-    assert model.forward_features(x, torch.tensor([1.0, 0.0])).shape == (3, features, 4, 4)
-    out = model(x, torch.tensor([1.0, 0.0]))
+    assert model.forward_features(x, torch.tensor([1.0, 0.0], device=device)).shape == (3, features, 4, 4)
+    out = model(x, torch.tensor([1.0, 0.0], device=device))
     assert out.shape == (3, features) and torch.isfinite(out).all()
-    classifier = tiny(depth, num_classes=7)
-    assert classifier(x, torch.tensor([0.2, 0.7])).shape == (3, 7)
-    spectrogram_model = HyperResNet(GROUPS, depth=18, in_chans=1, width=8, hidden_dim=2)
-    assert spectrogram_model(torch.randn(2, 1, 64, 40), torch.ones(2)).shape == (2, 64)
+    classifier = tiny(depth, num_classes=7).to(device)
+    assert classifier(x, torch.tensor([0.2, 0.7], device=device)).shape == (3, 7)
+    spectrogram_model = HyperResNet(GROUPS, depth=18, in_chans=1, width=8, hidden_dim=2).to(device)
+    assert spectrogram_model(torch.randn(2, 1, 64, 40, device=device), torch.ones(2, device=device)).shape == (2, 64)
 
 
 @pytest.mark.parametrize("depth", [18, 50])
-def test_every_parameter_and_the_descriptor_get_gradients(depth: int) -> None:
-    model = tiny(depth)
+def test_every_parameter_and_the_descriptor_get_gradients(depth: int, device: torch.device) -> None:
+    model = tiny(depth).to(device)
     for m in model.modules():  # zero-init last BN would block gradients to the embeddings of 1st convs
         if isinstance(m, torch.nn.BatchNorm2d):
             torch.nn.init.ones_(m.weight)
-    invariance = torch.tensor([0.3, 0.6], requires_grad=True)
-    model(torch.randn(4, 3, 32, 32), invariance).square().mean().backward()
+    invariance = torch.tensor([0.3, 0.6], device=device, requires_grad=True)
+    model(torch.randn(4, 3, 32, 32, device=device), invariance).square().mean().backward()
     named = dict(model.named_parameters())
     missing = [n for n, p in named.items() if p.grad is None or not torch.any(p.grad != 0)]
     assert not missing
     assert invariance.grad is not None and torch.all(invariance.grad != 0)
 
 
-def test_descriptor_changes_features_and_equal_descriptors_agree() -> None:
-    model = tiny(18).eval()
-    x = torch.randn(4, 3, 32, 32)
-    a = model(x, torch.tensor([1.0, 0.0]))
-    b = model(x, torch.tensor([0.0, 1.0]))
-    assert torch.equal(a, model(x, torch.tensor([1.0, 0.0])))
+def test_descriptor_changes_features_and_equal_descriptors_agree(device: torch.device) -> None:
+    model = tiny(18).to(device).eval()
+    x = torch.randn(4, 3, 32, 32, device=device)
+    a = model(x, torch.tensor([1.0, 0.0], device=device))
+    b = model(x, torch.tensor([0.0, 1.0], device=device))
+    assert torch.equal(a, model(x, torch.tensor([1.0, 0.0], device=device)))
     assert (a - b).abs().max() > 1e-3 * a.abs().max()
 
 
 @pytest.mark.parametrize("depth", [18, 50])
-def test_per_sample_equals_per_batch(depth: int) -> None:
-    model = tiny(depth)
-    x = torch.randn(6, 3, 32, 32)
+def test_per_sample_equals_per_batch(depth: int, device: torch.device) -> None:
+    model = tiny(depth).to(device)
+    x = torch.randn(6, 3, 32, 32, device=device)
     # Train mode, identical rows: the per-sample path must reproduce the batched path exactly.
-    same = torch.tensor([0.2, 0.9]).expand(6, 2)
-    torch.testing.assert_close(model(x, same), model(x, torch.tensor([0.2, 0.9])))
+    same = torch.tensor([0.2, 0.9], device=device).expand(6, 2)
+    torch.testing.assert_close(model(x, same), model(x, torch.tensor([0.2, 0.9], device=device)))
     # Eval mode, mixed rows: each sample equals the batched path with its own descriptor.
     model.eval()
-    mixed = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 1.0], [1.0, 0.0], [0.5, 0.5]])
+    mixed = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 1.0], [1.0, 0.0], [0.5, 0.5]], device=device)
     out = model(x, mixed)
     for row in mixed.unique(dim=0):
         rows = (mixed == row).all(1)
         torch.testing.assert_close(out[rows], model(x[rows], row), rtol=1e-5, atol=1e-6)
 
 
-def test_per_sample_gradient_reaches_each_row() -> None:
-    model = tiny(18)
-    invariance = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]], requires_grad=True)
-    model(torch.randn(3, 3, 32, 32), invariance).sum().backward()
+def test_per_sample_gradient_reaches_each_row(device: torch.device) -> None:
+    model = tiny(18).to(device)
+    invariance = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]], device=device, requires_grad=True)
+    model(torch.randn(3, 3, 32, 32, device=device), invariance).sum().backward()
     assert invariance.grad is not None and torch.isfinite(invariance.grad).all()
     assert invariance.grad[0].abs().sum() > 0 and invariance.grad[1].abs().sum() > 0
 
 
-def test_bad_invariance_raises() -> None:
-    model = tiny(18)
-    x = torch.randn(2, 3, 32, 32)
+def test_bad_invariance_raises(device: torch.device) -> None:
+    model = tiny(18).to(device)
+    x = torch.randn(2, 3, 32, 32, device=device)
     with pytest.raises(ValueError, match="shape"):
-        model(x, torch.ones(3))
+        model(x, torch.ones(3, device=device))
     with pytest.raises(ValueError, match="rows"):
-        model(x, torch.ones(3, 2))
+        model(x, torch.ones(3, 2, device=device))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        model(x, torch.tensor([2.0, 0.0]))
+        model(x, torch.tensor([2.0, 0.0], device=device))
     with pytest.raises(ValueError, match="depth"):
         HyperResNet(GROUPS, depth=26)
 
