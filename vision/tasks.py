@@ -1,8 +1,13 @@
-"""Downstream image tasks as in-memory tensors: ``synthetic:<task>``, ``imagefolder:DIR``, ``cifar10``, ``cifar100``.
+"""Downstream image tasks: ``synthetic:<task>``, ``imagefolder:DIR``, and the paper's datasets by name.
 
 Every image is prepared the way pre-training prepares a view with every factor off (resize, centre crop,
 normalisation), so a probe sees the encoder's own input distribution. Synthetic tasks render fresh images from
 a seed that pre-training never uses, so train and test images are unseen.
+
+The paper's datasets (:data:`vision.datasets.READERS`: ``flowers102``, ``caltech101``, ``300w``, ``fc100``, ...) are
+named ``NAME:DIR`` or ``NAME`` with ``data_root``, where the folder holds the official layout. Their images stay
+on disk: ``x_train``/``x_test`` are :class:`vision.datasets.ImageStore` objects, decoded on access at the
+pre-training resolution (cached as uint8 only when a split fits in memory), which the probes index like tensors.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from torch.utils.data import Dataset
 from core.invariance import InvarianceSpace
 from vision.augmentations import ViewTransform, center_resize
 from vision.data import ImageFolderDataset, load_cifar
+from vision.datasets import READERS, ImageStore, read_dataset
 from vision.synthetic import TASKS, SyntheticShapes, task_targets
 
 #: Seed offset of the downstream synthetic images (pre-training uses the run seed itself).
@@ -33,20 +39,24 @@ class TaskData:
         kind: ``classification`` or ``regression``.
         metric: ``top1``, ``mean_per_class`` or ``r2``.
         num_outputs: Classes, or regression outputs.
-        x_train: Shape: (N, 3, H, W), normalised floats.
+        x_train: Shape: (N, 3, H, W), normalised floats (or an :class:`ImageStore` that yields them).
         y_train: Shape: (N,) long, or (N, num_outputs) float.
         x_test: Shape: (M, 3, H, W).
         y_test: Shape: (M,) or (M, num_outputs).
+        protocol: The split rule that made train and test.
+        fewshot: Whether the paper evaluates the task with few-shot episodes.
     """
 
     name: str
     kind: str
     metric: str
     num_outputs: int
-    x_train: Tensor
+    x_train: Tensor | ImageStore
     y_train: Tensor
-    x_test: Tensor
+    x_test: Tensor | ImageStore
     y_test: Tensor
+    protocol: str = ""
+    fewshot: bool = False
 
 
 def _prepare(dataset: Dataset, indices: Tensor | range, transform: ViewTransform) -> Tensor:
@@ -70,11 +80,12 @@ def load_task(task: str, image_size: int, space: InvarianceSpace, data_root: str
 
     Args:
         task: ``synthetic:shape|color|position|mirror``, ``imagefolder:DIR`` (80/20 split by ``seed``),
-            ``cifar10`` or ``cifar100`` (``data_root`` holds torchvision's folders).
+            ``cifar10`` or ``cifar100`` (``data_root`` holds torchvision's folders), or a paper dataset
+            ``NAME:DIR`` / ``NAME`` (:data:`vision.datasets.READERS`; ``DIR`` defaults to ``data_root``).
         image_size: Encoder input side.
         space: Descriptor space (only to build the centre transform).
-        data_root: Folder for CIFAR.
-        num_train: Synthetic training images (also caps image-folder and CIFAR training sets when smaller).
+        data_root: Folder for CIFAR and the paper's datasets.
+        num_train: Synthetic training images (also caps the other training sets, by a seeded random subset).
         num_test: Synthetic test images (caps the others likewise).
         seed: Seed of synthetic images (offset from pre-training's) and of splits.
 
@@ -104,6 +115,8 @@ def load_task(task: str, image_size: int, space: InvarianceSpace, data_root: str
         return TaskData(task, "classification", "mean_per_class", len(folder.classes),
                         _prepare(folder, train_idx, transform), labels[train_idx],
                         _prepare(folder, test_idx, transform), labels[test_idx])
+    if kind_name in READERS and (argument or kind_name not in ("cifar10", "cifar100")):
+        return load_dataset_task(task, image_size, argument or data_root, num_train, num_test, seed)
     if kind_name in ("cifar10", "cifar100"):
         if data_root is None:
             raise ValueError(f"{kind_name} reads local files: give --data-root DIR (torchvision's CIFAR folders).")
@@ -115,5 +128,32 @@ def load_task(task: str, image_size: int, space: InvarianceSpace, data_root: str
         return TaskData(task, "classification", "top1", 10 if kind_name == "cifar10" else 100,
                         x_train, torch.tensor(train.targets)[train_idx], x_test, torch.tensor(test.targets)[test_idx])
     raise ValueError(
-        f"Unknown task {task!r}; expected synthetic:shape|color|position|mirror, imagefolder:DIR, cifar10 or cifar100."
+        f"Unknown task {task!r}; expected synthetic:shape|color|position|mirror, imagefolder:DIR, cifar10, cifar100 "
+        f"or NAME:DIR for NAME in {tuple(READERS)}."
     )
+
+
+def _cap(n: int, cap: int, seed: int) -> Tensor:
+    """All ``n`` rows, or a seeded random ``cap`` of them (sorted)."""
+    if cap >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:cap].sort().values
+
+
+def load_dataset_task(task: str, image_size: int, root: str | None, num_train: int, num_test: int,
+                      seed: int = 0) -> TaskData:
+    """A paper dataset (:func:`vision.datasets.read_dataset`) as a task whose images stream from disk.
+
+    Raises:
+        ValueError: If no folder is given.
+        FileNotFoundError: If the files are not in the official layout.
+    """
+    name = task.partition(":")[0]
+    if not root:
+        raise ValueError(f"{name} reads local files: give --task {name}:DIR or --data-root DIR.")
+    splits = read_dataset(name, root, seed)
+    train = splits.train.subset(_cap(len(splits.train), num_train, seed + 1))
+    test = splits.test.subset(_cap(len(splits.test), num_test, seed + 2))
+    return TaskData(task, splits.kind, splits.metric, splits.num_outputs, ImageStore(train, image_size),
+                    train.targets, ImageStore(test, image_size), test.targets, protocol=splits.protocol,
+                    fewshot=splits.fewshot)

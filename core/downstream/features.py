@@ -104,12 +104,17 @@ class ImageSource:
         device: The encoder's device.
         name: How error messages call these images (``"x_train"``).
 
+    ``images`` may also be a lazy store that behaves like that tensor for indexing (``shape``, ``dim()``,
+    ``is_floating_point()``, ``device`` and ``images[rows] -> Tensor``), e.g. :class:`vision.datasets.ImageStore`,
+    which decodes the rows from disk on access.
+
     Raises:
         ValueError: If ``images`` is not a tensor with a batch axis, or is not float and has no ``transform``.
     """
 
     def __init__(self, images: Tensor, transform: Transform | None, device: torch.device, name: str) -> None:
-        if not isinstance(images, Tensor) or images.dim() < 2:
+        lazy = not isinstance(images, Tensor) and all(hasattr(images, a) for a in ("shape", "dim", "__getitem__"))
+        if not (isinstance(images, Tensor) or lazy) or images.dim() < 2:
             raise ValueError(f"{name} must be a tensor (N, C, H, W) (any (N, ...) the encoder takes).")
         if transform is None and not images.is_floating_point():
             raise ValueError(f"{name} has dtype {images.dtype}: pass a float tensor or a `transform` that makes one.")
