@@ -1,0 +1,77 @@
+"""The chunk vote and its tie-break on hand-made cases, the chunking of a waveform, and the CI formula."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from audio.fewshot import ChunkIndex, chunk_vote, chunk_waveform
+from core.downstream.fewshot import confidence_interval
+
+
+def test_vote_majority_and_tie_break(device):
+    lp = torch.log(torch.tensor([
+        [0.7, 0.2, 0.1],  # query 0: chunks vote 0, 0, 1 -> 0 by majority although class 1 has the larger sum
+        [0.6, 0.3, 0.1],
+        [0.01, 0.98, 0.01],
+        [0.5, 0.4, 0.1],  # query 1: votes 0 and 2 tie; sums: class 0 log .5+log .1, class 2 log .1+log .8
+        [0.1, 0.1, 0.8],
+        [0.2, 0.3, 0.5],  # query 2: one chunk
+    ], device=device))
+    owner = torch.tensor([0, 0, 0, 1, 1, 2], device=device)
+    assert chunk_vote(lp, owner, 3).tolist() == [0, 2, 2]
+    # The summed log-probs alone would pick class 1 for query 0: the vote is really a majority.
+    assert lp[:3].sum(0).argmax().item() == 1
+    # A tie decided the other way when the other tied class has the larger sum; classes outside the tie never win.
+    lp2 = torch.log(torch.tensor([[0.6, 0.05, 0.35], [0.05, 0.55, 0.4]], device=device))
+    assert chunk_vote(lp2, torch.tensor([0, 0], device=device), 1).tolist() == [0]  # log .6+log .05 > log .05+log .55
+    assert lp2.sum(0).argmax().item() == 2  # class 2 has the largest sum but no vote
+
+
+def test_vote_matches_a_loop_and_order_free():
+    g = torch.Generator().manual_seed(0)
+    lp = torch.log_softmax(torch.randn(400, 5, generator=g).round(), dim=1)  # rounding makes many ties
+    owner = torch.randint(0, 60, (400,), generator=g)
+    owner[:60] = torch.arange(60)
+    expected = []
+    for q in range(60):
+        rows = lp[owner == q]
+        votes = torch.bincount(rows.argmax(1), minlength=5)
+        tied = votes == votes.max()
+        expected.append(int(rows.sum(0).masked_fill(~tied, -math.inf).argmax()))
+    assert chunk_vote(lp, owner, 60).tolist() == expected
+    perm = torch.randperm(400, generator=g)
+    assert chunk_vote(lp[perm], owner[perm], 60).tolist() == expected
+    with pytest.raises(ValueError, match="at least one chunk"):
+        chunk_vote(lp, owner, 61)
+
+
+def test_chunk_waveform_tiles_the_last_chunk(device):
+    wave = torch.arange(1, 13, dtype=torch.float32, device=device)  # 12 samples, chunks of 5
+    chunks = chunk_waveform(wave, 5)
+    assert chunks.tolist() == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10], [11, 12, 11, 12, 11]]
+    assert chunk_waveform(wave[:3], 5).tolist() == [[1, 2, 3, 1, 2]]  # shorter than one chunk: tiled
+    assert chunk_waveform(wave[:10], 5).shape == (2, 5)  # exact multiple: no extra chunk
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(23).astype(np.float32)  # reference: MetaAudio's repeat-and-trim of the tail
+    ref = [x[i:i + 7] if i + 7 <= 23 else np.resize(x[i:], 7) for i in range(0, 23, 7)]
+    np.testing.assert_array_equal(chunk_waveform(torch.from_numpy(x), 7).numpy(), np.stack(ref))
+
+
+def test_chunk_index_gathers_from_concatenated_clips():
+    clips = [torch.arange(7.0), 100 + torch.arange(3.0), 200 + torch.arange(10.0)]
+    flat = torch.cat(clips).numpy()
+    index = ChunkIndex(torch.tensor([7, 3, 10]), chunk_samples=4)
+    offsets = torch.tensor([0, 7, 10])
+    got = flat[index.positions(torch.arange(len(index)), offsets).numpy()]
+    expected = torch.cat([chunk_waveform(c, 4) for c in clips]).numpy()
+    np.testing.assert_array_equal(got, expected)
+    assert index.clip.tolist() == [0, 0, 1, 2, 2, 2]
+
+
+def test_confidence_interval_formula():
+    acc = np.array([0.2, 0.4, 0.4, 1.0, 0.6])
+    mean, ci = confidence_interval(acc)
+    assert mean == pytest.approx(0.52)
+    assert ci == pytest.approx(1.96 * np.std(acc) / math.sqrt(5))  # population std, as MetaAudio's EVAL
