@@ -6,9 +6,10 @@ batch of episodes at once, ``(E, S, D)`` support and ``(E, Q, D)`` query feature
 episodes, so 10,000 episodes take seconds on a CPU.
 
 Accuracy is reported as mean ± 1.96·std/√episodes, the protocol of AugSelf and MetaAudio [1, 2]. The paper [0]
-evaluates few-shot transfer with ridge regression on the frozen features of the chosen descriptor;
-:func:`ridge_classifier` is differentiable, so a descriptor can be learned through it elsewhere
-(this module only takes precomputed features).
+evaluates few-shot transfer with ridge regression on the frozen features of the chosen descriptor. This module
+only takes precomputed features (:func:`features_episode_accuracy` for given episodes, :func:`evaluate_episodes`
+for seeded ones); the descriptor learned per episode through the encoder lives in
+:mod:`core.downstream.episode_invariance`, and the report of all routes in :mod:`core.downstream.fewshot_routes`.
 
 References:
     - [0] Amortised Invariance Learning for Contrastive Self-Supervision, 2023, https://arxiv.org/abs/2302.12712
@@ -370,6 +371,63 @@ _CLASSIFIER_FNS: dict[str, Callable[..., Tensor]] = {
 
 
 @torch.no_grad()
+def features_episode_accuracy(
+    features: Tensor,
+    support_idx: Tensor,
+    query_idx: Tensor,
+    classifier: str = "ridge",
+    chunk: int = 1000,
+    classifier_kwargs: Mapping[str, Any] | None = None,
+) -> Tensor:
+    """Per-episode accuracy of a classifier on precomputed features, for given episodes.
+
+    Args:
+        features: One feature vector per dataset example. Shape: (N, D).
+        support_idx: Dataset rows, way-major as :meth:`EpisodeSampler.sample` gives them (way ``j`` has label
+            ``j``). Shape: (E, n_way, k_shot).
+        query_idx: Shape: (E, n_way, n_query).
+        classifier: ``"ridge"`` (:func:`ridge_classifier`) or ``"logistic"`` (:func:`logistic_classifier`).
+        chunk: Episodes per classifier call; bounds memory at about ``chunk·n_way·(k_shot+n_query)·D`` floats
+            and does not change the result.
+        classifier_kwargs: Extra keyword arguments of the classifier (``lam``, ``normalize``, ...).
+
+    Returns:
+        Accuracy of each episode, on the CPU. Shape: (E,).
+
+    Raises:
+        ValueError: On an unknown classifier, bad shapes or a bad chunk.
+    """
+    if classifier not in _CLASSIFIER_FNS:
+        raise ValueError(f"unknown classifier {classifier!r}; expected one of {_CLASSIFIERS}.")
+    if features.dim() != 2 or not features.is_floating_point():
+        raise ValueError(f"features must be a float (N, D) tensor, got {features.dtype} {tuple(features.shape)}.")
+    if support_idx.dim() != 3 or query_idx.dim() != 3 or query_idx.shape[:2] != support_idx.shape[:2]:
+        raise ValueError(f"expected support_idx (E, n_way, k_shot) and query_idx (E, n_way, n_query), got "
+                         f"{tuple(support_idx.shape)} and {tuple(query_idx.shape)}.")
+    if int(chunk) < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}.")
+    episodes, n_way, k_shot = support_idx.shape
+    n_query = query_idx.shape[2]
+    classify = _CLASSIFIER_FNS[classifier]
+    kwargs = dict(classifier_kwargs or {})
+    # Normalising rows commutes with gathering them: do it once here rather than once per episode.
+    if kwargs.pop("normalize", True):
+        features = F.normalize(features, dim=-1)
+    kwargs["normalize"] = False
+    device = features.device
+    support_labels = torch.arange(n_way, device=device).repeat_interleave(k_shot)  # (n_way·k_shot,)
+    query_labels = torch.arange(n_way, device=device).repeat_interleave(n_query)  # (n_way·n_query,)
+    accuracies = []
+    for start in range(0, episodes, int(chunk)):
+        e = min(int(chunk), episodes - start)
+        support = features[support_idx[start : start + e].reshape(e, -1).to(device)]  # (e, n_way·k_shot, D)
+        query = features[query_idx[start : start + e].reshape(e, -1).to(device)]  # (e, n_way·n_query, D)
+        logits = classify(support, support_labels.expand(e, -1), query, n_way, **kwargs)
+        accuracies.append(episode_accuracy(logits, query_labels.expand(e, -1)).cpu())
+    return torch.cat(accuracies) if accuracies else torch.empty(0)
+
+
+@torch.no_grad()
 def evaluate_episodes(
     features: Tensor,
     labels: Tensor | np.ndarray | Sequence[int],
@@ -394,8 +452,7 @@ def evaluate_episodes(
         num_episodes: E, the number of episodes (the paper uses 2,000; MetaAudio 10,000).
         classifier: ``"ridge"`` (:func:`ridge_classifier`) or ``"logistic"`` (:func:`logistic_classifier`).
         seed: Seed of the episode sampler; the same seed gives the same episodes.
-        chunk: Episodes per classifier call; bounds memory at about ``chunk·n_way·(k_shot+n_query)·D`` floats
-            and does not change the result.
+        chunk: Episodes per classifier call (see :func:`features_episode_accuracy`).
         classifier_kwargs: Extra keyword arguments of the classifier (``lam``, ``normalize``, ...).
 
     Returns:
@@ -420,27 +477,10 @@ def evaluate_episodes(
     if int(num_episodes) < 1 or int(chunk) < 1:
         raise ValueError(f"evaluate_episodes: num_episodes and chunk must be >= 1, got {num_episodes}, {chunk}.")
     sampler = EpisodeSampler(labels_t, n_way=n_way, k_shot=k_shot, n_query=n_query, seed=seed)
-    classify = _CLASSIFIER_FNS[classifier]
-    kwargs = dict(classifier_kwargs or {})
-    # Normalising rows commutes with gathering them: do it once here rather than once per episode.
-    if kwargs.pop("normalize", True):
-        features = F.normalize(features, dim=-1)
-    kwargs["normalize"] = False
-    device = features.device
-    support_labels = torch.arange(n_way, device=device).repeat_interleave(k_shot)  # (n_way·k_shot,)
-    query_labels = torch.arange(n_way, device=device).repeat_interleave(n_query)  # (n_way·n_query,)
-
     # Indices are small (E·n_way·(k_shot+n_query) longs): draw them all at once so chunk changes no episode.
-    all_support, all_query = sampler.sample(int(num_episodes))
-    accuracies = []
-    for start in range(0, int(num_episodes), int(chunk)):
-        e = min(int(chunk), int(num_episodes) - start)
-        support_idx, query_idx = all_support[start : start + e], all_query[start : start + e]
-        support = features[support_idx.reshape(e, -1).to(device)]  # (e, n_way·k_shot, D), way-major
-        query = features[query_idx.reshape(e, -1).to(device)]  # (e, n_way·n_query, D)
-        logits = classify(support, support_labels.expand(e, -1), query, n_way, **kwargs)
-        accuracies.append(episode_accuracy(logits, query_labels.expand(e, -1)).cpu())
-    mean, ci95 = confidence_interval(torch.cat(accuracies))
+    support_idx, query_idx = sampler.sample(int(num_episodes))
+    accuracies = features_episode_accuracy(features, support_idx, query_idx, classifier, chunk, classifier_kwargs)
+    mean, ci95 = confidence_interval(accuracies)
     return {
         "mean": mean,
         "ci95": ci95,
@@ -457,6 +497,7 @@ __all__ = [
     "confidence_interval",
     "episode_accuracy",
     "evaluate_episodes",
+    "features_episode_accuracy",
     "logistic_classifier",
     "ridge_classifier",
 ]
