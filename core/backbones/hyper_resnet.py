@@ -17,7 +17,8 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -229,6 +230,51 @@ class HyperResNet(nn.Module):
     def forward(self, x: Tensor, invariance: Tensor) -> Tensor:
         """Shape: (B, C, H, W), (A,) or (B, A) -> (B, num_classes or num_features)."""
         return self.forward_head(self.forward_features(x, invariance))
+
+    @torch.no_grad()
+    def to_plain(self, invariance: Tensor | Sequence[float]) -> HyperResNet:
+        """The plain ResNet this model is at one descriptor: every kernel generated once, no generators left.
+
+        A deep copy in which each :class:`HyperConv2d` becomes a :class:`PlainConv2d` holding the kernel generated
+        at ``invariance`` and the block embeddings are dropped; stem, BatchNorms (statistics included) and ``fc``
+        are copied. The result is a ``conditioned=False`` model (it still takes, and ignores, a descriptor), so
+        fine-tuning its last stages trains ordinary kernels, as the paper's fine-tuning baseline does. Train/eval
+        mode and ``requires_grad`` flags are those of this model.
+
+        Args:
+            invariance: The descriptor to freeze. Shape: (A,).
+
+        Returns:
+            A new model with ``forward(x, anything)`` equal to ``self.forward(x, invariance)``.
+
+        Raises:
+            ValueError: If ``invariance`` is not one valid descriptor of ``self.space``.
+        """
+        reference = next(self.parameters())
+        invariance = torch.as_tensor(invariance, dtype=reference.dtype, device=reference.device)
+        if invariance.dim() != 1:
+            raise ValueError(f"to_plain needs one descriptor of shape ({self.space.dim},), got "
+                             f"{tuple(invariance.shape)}.")
+        self.space.validate(invariance)
+        plain = copy.deepcopy(self)
+        for source, block in zip(self.blocks(), plain.blocks(), strict=True):
+            if source.embed is None:
+                continue
+            z = source.embed(invariance.unsqueeze(0))  # (1, E)
+            for name, module in list(block.named_modules()):
+                if not isinstance(module, HyperConv2d):
+                    continue
+                out_chans, in_chans, kernel_size, _ = module.generator.kernel_shape
+                conv = PlainConv2d(in_chans, out_chans, kernel_size, stride=module.stride, padding=module.padding)
+                conv = conv.to(device=reference.device, dtype=reference.dtype)
+                conv.weight.copy_(module.generator(z)[0])
+                conv.weight.requires_grad_(module.generator.fc2.weight.requires_grad)
+                conv.train(module.training)
+                parent, _, attr = name.rpartition(".")
+                setattr(block.get_submodule(parent) if parent else block, attr, conv)
+            block.embed = None
+        plain.conditioned = False
+        return plain
 
     @torch.no_grad()
     def load_resnet_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:

@@ -2,7 +2,9 @@
 
 - :func:`linear_probe`: a linear readout at a fixed descriptor, trained on cached features.
 - :func:`finetune`: the last ``k`` stages (:func:`trainable_stages`) plus a linear head at a fixed descriptor,
-  optionally stopped after a wall-clock budget, e.g. the probe's own time.
+  optionally stopped after a wall-clock budget, e.g. the probe's own time. A hypernetwork encoder is first
+  converted to the plain network it is at that descriptor (:func:`plain_at`), so, as in the paper's baseline,
+  fine-tuning trains ordinary kernels, not the generators.
 
 Both follow the protocol of :mod:`core.downstream.protocol` (validation split, sweep, one test pass at the end) and
 report score, wall time and trained parameters in a :class:`~core.downstream.protocol.ProbeResult`, so they compare
@@ -88,6 +90,16 @@ def linear_probe(
                        head)
 
 
+def plain_at(encoder: nn.Module, invariance: Tensor) -> nn.Module:
+    """The plain network an encoder is at a fixed descriptor.
+
+    ``encoder.to_plain(invariance)`` when it has one (a Hyper-ResNet: kernels generated once), else the encoder
+    itself (a prompt ViT's blocks are already plain).
+    """
+    to_plain = getattr(encoder, "to_plain", None)
+    return to_plain(invariance) if callable(to_plain) else encoder
+
+
 def trainable_stages(model: nn.Module, last_k_stages: int) -> list[nn.Module]:
     """The modules :func:`finetune` trains: the last ``k`` of the backbone's ``stages()``.
 
@@ -118,6 +130,7 @@ def finetune(
     metric: str | None = None,
     last_k_stages: int = 1,
     time_budget_s: float | None = None,
+    plain: bool = True,
     epochs: int = 10,
     batch_size: int = 256,
     lrs: Sequence[float] = (1e-4, 1e-3),
@@ -138,10 +151,15 @@ def finetune(
     stops once that much time has passed since the call began, shared evenly among the sweep configurations;
     the test evaluation comes after and counts in ``wall_time_s``.
 
+    With ``plain=True`` (default) an encoder with ``to_plain`` (a Hyper-ResNet) is converted once to the plain
+    ResNet it is at ``invariance`` (:func:`plain_at`, counted in ``wall_time_s``), and its stages are trained:
+    the paper's fine-tuning baseline. ``plain=False`` trains the stages' kernel generators instead.
+
     Args:
         invariance: The fixed descriptor. Shape: (A,).
         last_k_stages: Stages (ResNet) or blocks (ViT) to train, counted from the end.
         time_budget_s: Wall-clock budget for training, or ``None`` for all ``epochs``.
+        plain: Fine-tune the plain network at the descriptor (:func:`plain_at`) rather than the generators.
         epochs: Epochs per sweep configuration.
         lrs: Learning rates of the stages and head.
         weight_decays: Weight decays (Adam's L2 term) of the stages and head.
@@ -164,9 +182,10 @@ def finetune(
         raise ValueError(f"finetune: time_budget_s must be >= 0 or None, got {time_budget_s}.")
     trainable_stages(encoder, last_k_stages)  # fail before copying anything
     num_features = encoder_num_features(encoder)
+    base = plain_at(encoder, descriptor) if plain else encoder
 
     def fresh_copy() -> tuple[nn.Module, list[nn.Module]]:
-        model = copy.deepcopy(encoder).eval().requires_grad_(False)
+        model = copy.deepcopy(base).eval().requires_grad_(False)
         return model, trainable_stages(model, last_k_stages)
 
     def make_run(lr: float, wd: float) -> TrainRun:
@@ -210,9 +229,10 @@ def finetune(
     (score,) = score_test_split(model, setup, [(descriptor, head)], batch_size)
     hyper = {"epochs": epochs, "batch_size": batch_size, "last_k_stages": last_k_stages,
              "time_budget_s": time_budget_s, "stopped_by_budget": outcome.stopped_by_budget,
+             "plain": base is not encoder,
              "val_fraction": val_fraction, "seed": seed}
     trained = sum(p.numel() for stage in stages for p in stage.parameters()) + sum(p.numel() for p in head.parameters())
     return make_result("finetune", setup, descriptor, score, outcome.val_score, start, trained, hyper, outcome, head)
 
 
-__all__ = ["finetune", "linear_probe", "trainable_stages"]
+__all__ = ["finetune", "linear_probe", "plain_at", "trainable_stages"]

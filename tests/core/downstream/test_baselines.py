@@ -18,8 +18,8 @@ def test_linear_probe_and_finetune_on_tiny_resnet():
     assert linear.descriptor == "spatial=1.00 appearance=0.00" and 0 <= linear.score <= 1
 
     tuned = finetune(encoder, x, y, x_test, y_test, [1.0, 1.0], epochs=2, last_k_stages=1, **common)
-    layer4 = sum(p.numel() for p in encoder.layer4.parameters())
-    assert tuned.trained_params == layer4 + encoder.num_features * 2 + 2
+    layer4 = sum(p.numel() for p in encoder.to_plain([1.0, 1.0]).layer4.parameters())  # plain kernels, no generators
+    assert tuned.trained_params == layer4 + encoder.num_features * 2 + 2 and tuned.hyperparameters["plain"]
     assert tuned.epochs_run == 2 and not tuned.hyperparameters["stopped_by_budget"]
     assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
     assert not encoder.training and all(p.requires_grad for p in encoder.parameters())
