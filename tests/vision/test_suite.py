@@ -1,0 +1,78 @@
+"""``vision.suite`` on a fake data root holding two of the paper's datasets: both run, the rest are listed missing."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.cli import load
+from vision import suite
+from vision.datasets import READERS
+from vision.pretrain import PretrainConfig
+from vision.pretrain import main as pretrain_main
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    cfg = load(PretrainConfig, ["--model.width", "4", "--model.hidden_dim", "2", "--data.synthetic_size", "64",
+                                "--run.batch_size", "32", "--run.steps", "2", "--run.num_workers", "0",
+                                "--run.progress", "false", "--run.output", str(out), "--method.proj_hidden_dim", "32"])
+    pretrain_main(cfg)
+    return out
+
+
+def _fake_root(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    pets = root / "oxford-iiit-pet"
+    (pets / "annotations").mkdir(parents=True)
+    splits = {"trainval": 8, "test": 4}
+    for split, count in splits.items():
+        lines = []
+        for label, breed in enumerate(("Abyssinian", "beagle"), 1):
+            for k in range(count):
+                name = f"{breed}_{split}{k}"
+                lines.append(f"{name} {label} {label} 1")
+                color = (200, 40, 40) if label == 1 else (40, 40, 200)
+                (pets / "images").mkdir(exist_ok=True)
+                Image.new("RGB", (10, 12), color).save(pets / "images" / f"{name}.jpg")
+        (pets / "annotations" / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    from scipy.io import savemat
+
+    lsp = root / "lsp_dataset"
+    (lsp / "images").mkdir(parents=True)
+    n = 15
+    joints = np.concatenate([rng.uniform(0, 12, size=(2, 14, n)), np.ones((1, 14, n))])
+    savemat(lsp / "joints.mat", {"joints": joints})
+    for k in range(n):
+        pixels = rng.integers(0, 255, size=(12, 12, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(lsp / "images" / f"im{k + 1:04d}.jpg")
+
+
+def test_suite_runs_present_tasks_and_lists_missing_ones(run_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    _fake_root(root)
+    out = tmp_path / "suite"
+    cfg = load(suite.SuiteConfig, ["--checkpoint", str(run_dir), "--data-root", str(root), "--output", str(out),
+                                   "--epochs", "1", "--refine_epochs", "0", "--batch_size", "16", "--lrs", "[0.01]",
+                                   "--weight_decays", "[0.0]", "--lowshot_splits", "4", "--progress", "false"])
+    summary = suite.main(cfg)
+    assert summary["ran"] == ["pets", "lsp"]
+    assert summary["missing"] == [n for n in READERS if n not in ("pets", "lsp")]
+    pets = json.loads((out / "pets.json").read_text())
+    assert pets["metric"] == "mean_per_class" and 0 <= pets["score"] <= 1 and pets["num_test"] == 8
+    assert all(0 < v < 1 for v in pets["invariance"].values())
+    lsp = json.loads((out / "lsp.json").read_text())
+    assert lsp["metric"] == "r2" and lsp["num_train"] == 9 and lsp["num_test"] == 6
+    lowshot = json.loads((out / "lsp_lowshot.json").read_text())
+    assert set(lowshot["fractions"]) == {"0.05", "0.2"}
+    assert all(len(f["scores"]) == 4 and f["shots"] == 3 for f in lowshot["fractions"].values())
+    table = (out / "suite.md").read_text()
+    assert "| AI (invariance probe) |" in table and "| i: spatial |" in table and "LS Pose s = 0.05" in table
+    assert "Missing (skipped): cifar10, cifar100, caltech101" in table
+    assert json.loads((out / "suite.json").read_text())["missing"] == summary["missing"]
+    with pytest.raises(ValueError, match="Unknown suite task"):
+        suite.plan(load(suite.SuiteConfig, ["--checkpoint", "x", "--data-root", str(root), "--output", "y",
+                                            "--tasks", "[imagenet]"]))
