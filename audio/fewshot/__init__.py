@@ -1,5 +1,6 @@
 """Few-shot audio evaluation on MetaAudio's sets (SPEC §7): dataset readers, class splits, chunked clips, seeded
-episodes with recording-disjoint queries, and the chunk vote."""
+episodes with recording-disjoint queries, the chunk vote, and ``python -m audio.fewshot``
+(:mod:`audio.fewshot.evaluate`)."""
 
 from audio.fewshot.chunks import ChunkIndex, chunk_positions, chunk_waveform, chunks_per_clip
 from audio.fewshot.episodes import AudioEpisodeSampler, ClipEpisodes, QueryChunks, query_chunks, support_chunks

@@ -1,0 +1,129 @@
+"""The clips a few-shot evaluation reads: a benchmark's test and training classes, or the embedded synthetic tones.
+
+For a benchmark (``esc50``, ``nsynth``, ``voxceleb1``, ``fsdkaggle18``, ``folder``) the test clips are every clip
+of the split's test classes, decoded once (and cached with ``cache_dir``). The training classes only serve the
+route that learns one descriptor for the whole benchmark, so only up to ``train_clips_per_class`` random clips of
+each are decoded. For ``synthetic`` the classes are the synthetic instruments (``timbre``) or MIDI notes
+(``pitch``) of :class:`audio.data.synthetic.SyntheticTones`; test and training clips are disjoint draws (two
+seeds) of the same classes, since the set has only eight instruments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audio.fewshot.chunks import ChunkIndex
+from audio.fewshot.readers import read_dataset
+from audio.fewshot.splits import METAAUDIO_SPLIT_FILES, load_splits
+from audio.fewshot.store import DecodedClips, decode_clips
+from audio.fewshot.table import ClipTable
+
+
+@dataclass
+class FewShotSource:
+    """Test clips, training clips and what was left out.
+
+    Attributes:
+        dataset: The dataset name.
+        split: Where the class split came from, with class counts.
+        test: Clips of the test classes (the episodes).
+        train: Clips of the training classes (the per-benchmark descriptor).
+        skipped: ``{path: reason}`` of clips that could not be decoded.
+    """
+
+    dataset: str
+    split: dict
+    test: DecodedClips
+    train: DecodedClips
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+class ChunkStore:
+    """The chunks of decoded clips as a lazy ``(M, chunk_samples)`` float tensor for ``core.downstream``.
+
+    ``store[rows]`` gathers the chunks' waveforms; ``shape``, ``dim()``, ``is_floating_point()`` and ``device``
+    are those of the tensor it stands for (what :class:`core.downstream.features.ImageSource` needs).
+    """
+
+    def __init__(self, clips: DecodedClips) -> None:
+        self.clips = clips
+        self.shape = torch.Size((len(clips.index), clips.index.chunk_samples))
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+
+    def dim(self) -> int:
+        return 2
+
+    def is_floating_point(self) -> bool:
+        return True
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.clips.chunks(torch.as_tensor(rows).reshape(-1)).reshape(*torch.as_tensor(rows).shape, -1)
+
+
+def synthetic_clips(task: str, size: int, seconds: float, seed: int) -> DecodedClips:
+    """``size`` synthetic tones as one-chunk clips, classed by ``task`` (``timbre`` or ``pitch``)."""
+    from audio.data.synthetic import TIMBRES, SyntheticTones
+
+    if task not in ("timbre", "pitch"):
+        raise ValueError(f"synthetic few-shot task must be 'timbre' or 'pitch', got {task!r}.")
+    tones = SyntheticTones(size=size, seconds=seconds, seed=seed)
+    if task == "timbre":
+        names = [TIMBRES[int(t)].name for t in tones.targets("timbre")]
+    else:
+        names = [f"midi{int(p)}" for p in tones.targets("pitch")]
+    table = ClipTable(dataset="synthetic", paths=tuple(f"synthetic:{seed}:{i}" for i in range(size)),
+                      classes=tuple(names), clip_ids=tuple(str(i) for i in range(size)), chunk_seconds=seconds)
+    waves = np.concatenate([tones[i] for i in range(size)])
+    lengths = torch.full((size,), tones.num_samples, dtype=torch.long)
+    return DecodedClips(table=table, waves=waves, offsets=torch.arange(size) * tones.num_samples,
+                        index=ChunkIndex(lengths, tones.num_samples), skipped={})
+
+
+def _sample_per_class(table: ClipTable, per_class: int, seed: int) -> ClipTable:
+    rng = np.random.default_rng(seed)
+    classes = np.array(table.classes)
+    rows = []
+    for name in table.class_names:
+        members = np.flatnonzero(classes == name)
+        rows.extend(sorted(rng.choice(members, size=min(per_class, members.size), replace=False).tolist()))
+    return table.take(sorted(rows))
+
+
+def load_source(dataset: str, data_root: str | Path | None = None, splits: str | Path | None = None,
+                cache_dir: str | Path | None = None, train_clips_per_class: int = 10, seed: int = 0,
+                synthetic_task: str = "timbre", synthetic_size: int = 400, synthetic_seconds: float = 1.0
+                ) -> FewShotSource:
+    """The test and training clips of a dataset under its class split (see the module docstring).
+
+    Raises:
+        ValueError: If a benchmark has no ``data_root``, no split is known for it, or split classes are absent.
+    """
+    if dataset == "synthetic":
+        test = synthetic_clips(synthetic_task, synthetic_size, synthetic_seconds, seed)
+        train = synthetic_clips(synthetic_task, max(synthetic_size // 2, 1), synthetic_seconds, seed + 1)
+        split = {"source": f"synthetic:{synthetic_task} (train: other clips of the same classes)",
+                 "train": len(train.table.class_names), "val": 0, "test": len(test.table.class_names)}
+        return FewShotSource(dataset, split, test, train)
+    if data_root is None:
+        raise ValueError(f"--data-root is required for dataset {dataset!r}.")
+    split_source = splits if splits is not None else METAAUDIO_SPLIT_FILES.get(dataset)
+    if split_source is None:
+        raise ValueError(f"no class split known for {dataset!r}: pass --splits FILE (JSON or MetaAudio .npy).")
+    classes = load_splits(split_source)
+    table = read_dataset(dataset, data_root)
+    test = decode_clips(table.select(classes["test"], "the test split"), cache_dir=cache_dir)
+    train_table = _sample_per_class(table.select(classes["train"], "the train split"), train_clips_per_class, seed)
+    train = decode_clips(train_table, cache_dir=cache_dir)
+    split = {"source": str(split_source), **{k: len(v) for k, v in classes.items()}}
+    return FewShotSource(dataset, split, test, train, skipped={**test.skipped, **train.skipped})
+
+
+__all__ = ["ChunkStore", "FewShotSource", "load_source", "synthetic_clips"]
