@@ -7,7 +7,10 @@ Mahalanobis distance (Ericsson et al., 2022), via :func:`core.downstream.measure
 ``interpolation.png`` (invariance along the line between the first and last training descriptors).
 
 Each copy draws one set of factor parameters for its whole batch, so ``num_copies`` sweeps the factor's range
-with a single tensor op per copy; factors are always applied (probability 1), unlike in pre-training.
+with a single tensor op per copy; factors are always applied (probability 1), unlike in pre-training. With
+``--sweep deterministic`` each factor is instead measured at fixed strengths (:mod:`vision.sweeps`, Ericsson et
+al.'s protocol, for Tables 6/7) and the table shows each factor's mean over its sweep. ``--images DIR`` measures
+the images of a folder (read recursively, centre views at the pre-training size) instead of synthetic ones.
 
 References:
     - [0] Why Do Self-Supervised Models Transfer? Investigating the Impact of Invariance on Downstream Tasks,
@@ -19,6 +22,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torchvision.transforms.v2.functional as F
@@ -47,6 +51,7 @@ from vision.augmentations import (
     jitter_ops,
     sample_crop_box,
 )
+from vision.sweeps import folder_images, sweep_scores, sweep_transforms
 from vision.synthetic import SyntheticShapes
 from vision.tasks import EVAL_SEED_OFFSET
 
@@ -60,6 +65,9 @@ class MeasureConfig(StrictModel):
     batch_size: int = Field(500, ge=1, description="Images per encoder call.")
     seed: int = Field(0, description="Seed of the images and the factors' parameters.")
     device: str = Field("cpu", description="cpu or cuda.")
+    images: str | None = Field(None, description="Folder of images to measure (default: synthetic images).")
+    sweep: Literal["random", "deterministic"] = Field("random", description="random: num_copies draws from the "
+                                                      "training ranges; deterministic: fixed strengths per factor.")
 
 
 def factor_transforms(image_size: int) -> dict[str, FactorTransform]:
@@ -110,25 +118,35 @@ def main(cfg: MeasureConfig) -> dict:
     encoder = load_encoder(cfg.checkpoint, map_location=cfg.device)
     space = encoder.space
     model = NormalizedEncoder(encoder).to(cfg.device).eval()
-    images = SyntheticShapes(size=cfg.num_images, image_size=image_size, seed=cfg.seed + EVAL_SEED_OFFSET).images()
-    images = images.float().div(255.0).to(cfg.device)  # (N, 3, H, W) in [0, 1]
-    transforms = factor_transforms(image_size)
+    if cfg.images is None:
+        images = SyntheticShapes(size=cfg.num_images, image_size=image_size, seed=cfg.seed + EVAL_SEED_OFFSET).images()
+        images = images.float().div(255.0)
+    else:
+        images = folder_images(cfg.images, image_size, cfg.num_images, cfg.seed)
+    images = images.to(cfg.device)  # (N, 3, H, W) in [0, 1]
+    deterministic = cfg.sweep == "deterministic"
+    transforms = sweep_transforms(image_size) if deterministic else factor_transforms(image_size)
+    copies = 1 if deterministic else cfg.num_copies
+    group = sweep_scores if deterministic else dict
 
     results = {}
     for invariance_id in range(len(space)):
         descriptor = space[invariance_id]
-        results[str(descriptor)] = measure_invariance(model, images, descriptor.tensor(device=cfg.device), transforms,
-                                                      num_copies=cfg.num_copies, seed=cfg.seed,
-                                                      batch_size=cfg.batch_size)
+        results[str(descriptor)] = group(measure_invariance(model, images, descriptor.tensor(device=cfg.device),
+                                                            transforms, num_copies=copies, seed=cfg.seed,
+                                                            batch_size=cfg.batch_size))
     start, end = space.descriptors[0], space.descriptors[-1]
     curve = interpolation_curve(model, images, start.to(cfg.device), end.to(cfg.device), cfg.interpolation_steps,
-                                transforms, num_copies=cfg.num_copies, seed=cfg.seed, batch_size=cfg.batch_size)
+                                transforms, num_copies=copies, seed=cfg.seed, batch_size=cfg.batch_size)
+    for point in curve:
+        point["factors"] = group(point["factors"])
 
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     cosine = {name: {f: v["cosine"] for f, v in factors.items()} for name, factors in results.items()}
-    report = {"checkpoint": cfg.checkpoint, "space": space.to_dict(), "num_images": cfg.num_images,
-              "num_copies": cfg.num_copies, "results": results, "interpolation": curve}
+    report = {"checkpoint": cfg.checkpoint, "space": space.to_dict(), "num_images": len(images),
+              "num_copies": copies, "sweep": cfg.sweep, "images": cfg.images, "results": results,
+              "interpolation": curve}
     (out / "measure.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
     tables = [format_table(results, metric) for metric in ("cosine", "mahalanobis")]
     (out / "table.md").write_text("\n\n".join(tables) + "\n")

@@ -76,3 +76,24 @@ def test_suite_runs_present_tasks_and_lists_missing_ones(run_dir: Path, tmp_path
     with pytest.raises(ValueError, match="Unknown suite task"):
         suite.plan(load(suite.SuiteConfig, ["--checkpoint", "x", "--data-root", str(root), "--output", "y",
                                             "--tasks", "[imagenet]"]))
+
+
+def test_measure_on_an_image_folder_with_deterministic_sweeps(run_dir: Path, tmp_path: Path) -> None:
+    from vision import measure
+    from vision.sweeps import sweep_values
+
+    rng = np.random.default_rng(0)
+    for k in range(12):
+        (tmp_path / "photos" / f"{k % 3}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, size=(20, 24, 3), dtype=np.uint8)).save(tmp_path / "photos"
+                                                                                     / f"{k % 3}" / f"{k}.png")
+    cfg = load(measure.MeasureConfig, ["--checkpoint", str(run_dir), "--output", str(tmp_path / "m"), "--images",
+                                       str(tmp_path / "photos"), "--sweep", "deterministic", "--num_images", "8",
+                                       "--interpolation_steps", "2"])
+    report = measure.main(cfg)
+    assert report["num_images"] == 8 and report["num_copies"] == 1 and report["sweep"] == "deterministic"
+    (scores,) = list(report["results"].values())[:1]
+    assert list(scores) == ["crop", "color", "grayscale", "blur", "flip"]
+    assert set(scores["crop"]["sweep"]) == {f"{v:g}" for v in sweep_values(32)["crop"]}
+    assert scores["crop"]["cosine"] == pytest.approx(np.mean([v["cosine"] for v in scores["crop"]["sweep"].values()]))
+    assert (tmp_path / "m" / "table.md").read_text().startswith("| descriptor | crop | color")
