@@ -1,10 +1,19 @@
-"""Speed of few-shot evaluation on cached features: 10,000 5-way 1-shot episodes, ridge and logistic.
+"""Speed of few-shot evaluation: classifiers on cached features, and the three routes to the descriptor.
 
-Features are random but clustered (a Gaussian centre per class plus noise), so the accuracy is neither
-chance nor perfect and the classifiers do real work. Goal: under 20 s on 2 CPU cores for ridge.
+1. Classifiers: 10,000 5-way 1-shot episodes, ridge and logistic, on random but clustered features (a Gaussian
+   centre per class plus noise), so the accuracy is neither chance nor perfect and the classifiers do real work.
+   Goal: under 20 s on 2 CPU cores for ridge.
+2. Routes (:func:`core.downstream.fewshot_routes.fewshot_routes`) on synthetic:shape images through a conditioned
+   encoder: fixed descriptors and the per-benchmark choice (a feature pass per descriptor, then cached features)
+   on ``--route-episodes`` test episodes, and i learned per episode (an encoder pass per step, batched over
+   episodes) on ``--per-episode-episodes``. Episodes per second by wall clock and by process CPU time (the
+   latter is robust to other processes on a shared machine). The encoder is ``--checkpoint`` or, by default,
+   ``vision.pretrain``'s default Hyper-ResNet18 (width 32, generator width 8, 32 px) with its initial weights:
+   speed does not depend on training, accuracy does (it is only reported with a checkpoint).
 
     python benchmarks/fewshot_speed.py                       # writes benchmarks/results/fewshot_speed.json
-    python benchmarks/fewshot_speed.py --num-episodes 2000 --k-shot 5
+    python benchmarks/fewshot_speed.py --num-episodes 2000 --k-shot 5 --routes false
+    python benchmarks/fewshot_speed.py --checkpoint runs/vision-pretrain --threads 1
 """
 
 from __future__ import annotations
@@ -21,7 +30,36 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from core.checkpoint import load_encoder  # noqa: E402
 from core.downstream.fewshot import EpisodeSampler, evaluate_episodes  # noqa: E402
+from core.downstream.fewshot_routes import fewshot_routes  # noqa: E402
+from core.downstream.probe import descriptor_grid  # noqa: E402
+from core.invariance import InvarianceSpace  # noqa: E402
+
+
+def run_routes(args: argparse.Namespace) -> dict:
+    """The three routes on synthetic:shape, with wall and CPU time per route."""
+    from vision.hyper_resnet import hyper_resnet18
+    from vision.tasks import load_task
+
+    if args.checkpoint:
+        encoder = load_encoder(args.checkpoint)
+        source = args.checkpoint
+    else:
+        torch.manual_seed(args.seed)
+        encoder = hyper_resnet18(InvarianceSpace.from_name("vision_groups"), image_size=32, width=32, hidden_dim=8)
+        source = "vision.pretrain default Hyper-ResNet18 (width 32, hidden 8), initial weights"
+    data = load_task("synthetic:shape", 32, encoder.space, num_train=args.num_train, num_test=args.num_test,
+                     seed=args.seed)
+    began, cpu = time.perf_counter(), time.process_time()
+    out = fewshot_routes(encoder, data.x_train, data.y_train, data.x_test, data.y_test,
+                         descriptor_grid(encoder.space.dim), n_way=args.n_way, k_shot=args.k_shot,
+                         n_query=args.n_query, episodes=args.route_episodes, selection_episodes=args.selection_episodes,
+                         per_episode_episodes=args.per_episode_episodes, steps=args.steps, lr=args.lr,
+                         chunk=args.episode_chunk, seed=args.seed)
+    total_wall, total_cpu = time.perf_counter() - began, time.process_time() - cpu
+    return {"encoder": source, "num_train": args.num_train, "num_test": args.num_test, **out,
+            "total_wall_s": round(total_wall, 2), "total_cpu_s": round(total_cpu, 2)}
 
 
 def main() -> None:
@@ -37,6 +75,18 @@ def main() -> None:
     parser.add_argument("--classifiers", default="ridge,logistic", help="Comma-separated: ridge, logistic.")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 keeps torch's default).")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--routes", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
+                        help="Also time the three routes through an encoder (true/false).")
+    parser.add_argument("--checkpoint", default=None, help="Pre-training run for the routes (default: the default "
+                        "architecture at its initial weights; accuracy is meaningful only with a checkpoint).")
+    parser.add_argument("--num-train", type=int, default=2000, help="synthetic:shape training images (selection).")
+    parser.add_argument("--num-test", type=int, default=1000, help="synthetic:shape test images (episodes).")
+    parser.add_argument("--route-episodes", type=int, default=2000, help="Test episodes, fixed/per-benchmark.")
+    parser.add_argument("--selection-episodes", type=int, default=500, help="Training episodes, per-benchmark.")
+    parser.add_argument("--per-episode-episodes", type=int, default=50, help="Test episodes, per-episode route.")
+    parser.add_argument("--steps", type=int, default=20, help="Adam steps on θ per episode.")
+    parser.add_argument("--lr", type=float, default=0.1, help="Adam step on θ.")
+    parser.add_argument("--episode-chunk", type=int, default=25, help="Episodes learned together.")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "fewshot_speed.json")
     args = parser.parse_args()
     if args.threads > 0:
@@ -75,6 +125,18 @@ def main() -> None:
         report["results"][classifier] = result
         print(f"{classifier:>8}: {seconds:6.2f} s for {args.num_episodes} episodes "
               f"({result['episodes_per_s']:.0f}/s), accuracy {result['mean']:.4f} ± {result['ci95']:.4f}")
+    if args.routes:
+        report["routes"] = run_routes(args)
+        routes = report["routes"]["routes"]
+        for name in ("per_episode", "per_benchmark"):
+            r = routes[name]
+            print(f"{name:>13}: {r['num_episodes']} episodes in {r['wall_time_s']:.1f} s wall, {r['cpu_time_s']:.1f} s "
+                  f"CPU ({r['num_episodes'] / r['cpu_time_s']:.2f} episodes per CPU s), accuracy "
+                  f"{r['accuracy']:.4f} ± {r['ci95']:.4f}, i* {r['invariance']}")
+        for name, r in routes["fixed"].items():
+            print(f"{'fixed':>13}: {r['num_episodes']} episodes in {r['wall_time_s']:.1f} s wall, "
+                  f"{r['cpu_time_s']:.1f} s CPU, accuracy {r['accuracy']:.4f} at {name}")
+    report["environment"]["load_average_1min_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.output}")

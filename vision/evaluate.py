@@ -12,8 +12,9 @@ Modes (SPEC §8):
     - ``linear``: a linear readout at a fixed descriptor (``--invariance``, default all factors on).
     - ``finetune``: fine-tune the last ``--last_k_stages`` stages and a head at the fixed descriptor;
       ``--time_budget_s`` gives the same-wall-clock variant.
-    - ``fewshot``: ``n_way``-way ``k_shot``-shot episodes with a ridge classifier on frozen features; the descriptor
-      is chosen on episodes from the training images (grid of descriptors), then test episodes are scored once.
+    - ``fewshot``: ``n_way``-way ``k_shot``-shot episodes with a ridge classifier on frozen features, by three
+      routes (:func:`core.downstream.fewshot_routes.fewshot_routes`): i learned per test episode on its support set
+      (the paper's; ``score``), one i chosen on training-image episodes among the grid, and each grid descriptor.
 
 The JSON report holds the task, metric, score, the descriptor by name, quantised scores, wall time and trained
 parameters; for classification in the invariance and linear modes also ``bound``, Theorem 5.1's guarantee on
@@ -37,7 +38,7 @@ from core.config import StrictModel
 from core.downstream import ProbeResult, descriptor_grid, extract_features, grid_refine_probe, invariance_probe
 from core.downstream.baselines import finetune, linear_probe
 from core.downstream.bound import descriptor_count, head_bound
-from core.downstream.fewshot import evaluate_episodes
+from core.downstream.fewshot_routes import fewshot_routes
 from core.invariance import InvarianceDescriptor, InvarianceSpace, quantize
 from vision.tasks import TaskData, load_task
 
@@ -66,6 +67,12 @@ class EvaluateConfig(StrictModel):
     k_shot: int = Field(1, ge=1, description="Few-shot support examples per class.")
     n_query: int = Field(15, ge=1, description="Few-shot queries per class.")
     episodes: int = Field(2000, ge=1, description="Few-shot test episodes (the paper: 2000).")
+    per_episode_episodes: int = Field(40, ge=1, description="Test episodes of the per-episode route (the first of "
+                                      "the same episodes; an encoder pass per step makes it the slow route).")
+    per_episode_steps: int = Field(20, ge=0, description="Adam steps on each episode's θ (per-episode route).")
+    per_episode_lr: float = Field(0.1, gt=0, description="Adam step on θ in the per-episode route.")
+    selection_episodes: int = Field(500, ge=1, description="Training-image episodes that choose the per-benchmark i.")
+    ridge_lam: float = Field(1.0, gt=0, description="Ridge penalty of the few-shot head (L2-normalised features).")
     seed: int = Field(0, description="Seed of the data, splits and episodes.")
     device: str = Field("cpu", description="cpu or cuda.")
 
@@ -84,26 +91,32 @@ def parse_invariance(text: str, space: InvarianceSpace) -> InvarianceDescriptor:
 
 
 def run_fewshot(encoder: torch.nn.Module, data: TaskData, cfg: EvaluateConfig) -> dict:
-    """Pick the descriptor on training-image episodes, then score test episodes once at it."""
+    """Few-shot by three routes: i per episode (``score``), i per benchmark (grid on training episodes), fixed i."""
     if data.kind != "classification":
         raise ValueError(f"fewshot mode needs a classification task, got {data.name} ({data.kind}).")
     start = time.perf_counter()
     n_way = min(cfg.n_way, data.num_outputs)
     grid = descriptor_grid(encoder.space.dim)
-    selection = []
-    for point in grid:
-        feats = extract_features(encoder, data.x_train, point, batch_size=cfg.batch_size)
-        result = evaluate_episodes(feats, data.y_train, n_way, cfg.k_shot, cfg.n_query,
-                                   num_episodes=min(cfg.episodes, 500), seed=cfg.seed + 1)
-        selection.append(result["mean"])
-    best = int(torch.tensor(selection).argmax())
-    descriptor = encoder.space.descriptor(grid[best])
-    test = evaluate_episodes(extract_features(encoder, data.x_test, grid[best], batch_size=cfg.batch_size),
-                             data.y_test, n_way, cfg.k_shot, cfg.n_query, num_episodes=cfg.episodes, seed=cfg.seed)
+    out = fewshot_routes(encoder, data.x_train, data.y_train, data.x_test, data.y_test, grid, n_way=n_way,
+                         k_shot=cfg.k_shot, n_query=cfg.n_query, episodes=cfg.episodes,
+                         selection_episodes=cfg.selection_episodes,
+                         per_episode_episodes=min(cfg.per_episode_episodes, cfg.episodes),
+                         steps=cfg.per_episode_steps, lr=cfg.per_episode_lr, lam=cfg.ridge_lam,
+                         batch_size=cfg.batch_size, seed=cfg.seed, progress=True)
+    routes = out["routes"]
+    learned, chosen = routes["per_episode"], routes["per_benchmark"]
+    for name, route in (("per episode", learned), ("per benchmark", chosen)):
+        spread = ", ".join(f"{k} {v:.2f}±{route['invariance_std'][k]:.2f}" for k, v in route["invariance"].items())
+        print(f"  {name:>13}: {route['accuracy']:.4f} ± {route['ci95']:.4f} over {route['num_episodes']} episodes, "
+              f"i* {spread} ({route['wall_time_s']:.1f} s, {route['episodes_per_s']:.1f} episodes/s)")
+    for name, route in routes["fixed"].items():
+        print(f"  {'fixed':>13}: {route['accuracy']:.4f} ± {route['ci95']:.4f} at {name}")
     return {
-        "score": test["mean"], "ci95": test["ci95"], "episodes": test, "invariance": descriptor.as_dict(),
-        "descriptor": str(descriptor), "wall_time_s": time.perf_counter() - start, "trained_params": 0,
-        "selection": {str(encoder.space.descriptor(p)): s for p, s in zip(grid, selection, strict=True)},
+        "score": learned["accuracy"], "ci95": learned["ci95"], "route": "per_episode",
+        "episodes": {**out["protocol"], "num_episodes": cfg.episodes}, "invariance": learned["invariance"],
+        "invariance_std": learned["invariance_std"], "descriptor": learned["descriptor"],
+        "wall_time_s": time.perf_counter() - start, "trained_params": encoder.space.dim + (encoder.num_features + 1)
+        * n_way, "selection": chosen["selection"], "routes": routes,
     }
 
 
