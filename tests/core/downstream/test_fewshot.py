@@ -12,6 +12,7 @@ from core.downstream.fewshot import (
     confidence_interval,
     episode_accuracy,
     evaluate_episodes,
+    features_episode_accuracy,
     logistic_classifier,
     ridge_classifier,
 )
@@ -187,3 +188,21 @@ def test_evaluate_episodes(classifier):
         evaluate_episodes(clustered, labels, classifier="knn")
     with pytest.raises(ValueError, match="labels"):
         evaluate_episodes(clustered, labels[:-1])
+
+
+def test_features_episode_accuracy_matches_evaluate_episodes_and_a_loop(device):
+    g = torch.Generator().manual_seed(5)
+    labels = _labels(num_classes=8, per_class=12)
+    features = (torch.randn(8, 16, generator=g)[labels] + torch.randn(labels.numel(), 16, generator=g)).to(device)
+    support, query = EpisodeSampler(labels, 4, 2, 3, seed=9).sample(40)
+    acc = features_episode_accuracy(features, support, query, chunk=7)
+    assert acc.shape == (40,)
+    report = evaluate_episodes(features, labels, 4, 2, 3, num_episodes=40, seed=9)
+    assert report["mean"] == pytest.approx(float(acc.double().mean()))
+    for e in (0, 17, 39):  # one episode at a time, by hand
+        logits = ridge_classifier(features[support[e].flatten()].unsqueeze(0), torch.arange(4).repeat_interleave(2)
+                                  .unsqueeze(0).to(device), features[query[e].flatten()].unsqueeze(0), 4)
+        expected = (logits[0].argmax(-1).cpu() == torch.arange(4).repeat_interleave(3)).float().mean()
+        assert float(acc[e]) == pytest.approx(float(expected))
+    with pytest.raises(ValueError, match="query_idx"):
+        features_episode_accuracy(features, support, query[:, :2])
