@@ -32,6 +32,16 @@ class MethodConfig(StrictModel):
     queue_size: int = Field(4096, ge=1, description="MoCo-v2 keys per descriptor queue. Memory is "
                             "descriptors x queue_size x proj_dim floats; each queue refreshes every "
                             "queue_size / (batch x share of steps) steps, so keep it small for many descriptors.")
+    symmetric: bool = Field(False, description="MoCo-v2: symmetrised loss 0.5 (ctr(q0, k1) + ctr(q1, k0)), "
+                            "enqueueing both views' keys (2 x batch keys per step). Default: the paper's "
+                            "one-directional ctr(q0, k1), enqueueing k1.")
+    bn_groups: int | None = Field(None, ge=1, description="MoCo-v2 shuffle-BN: BatchNorm groups of the global "
+                                  "batch (all ranks; max(1, bn_groups // world size) per rank). Queries are "
+                                  "normalised in contiguous groups, keys in groups that take one sample from each "
+                                  "query group in turn, so a key shares batch statistics with at most a 1/groups "
+                                  "share of its query's group. None: min(8, global batch // 16), at least 2 (groups "
+                                  "of >= 16 samples where the batch allows; 8 x 32 = MoCo's 8 GPUs at batch 256). "
+                                  "Smaller groups leak less but normalise with noisier statistics.")
     momentum: float = Field(0.99, ge=0, le=1, description="Initial EMA momentum of the key encoder (MoCo); "
                             "raised to momentum_final along a cosine.")
     momentum_final: float = Field(1.0, ge=0, le=1, description="Final EMA momentum.")
@@ -42,8 +52,9 @@ class OptimConfig(StrictModel):
     name: Literal["adamw", "sgd"] = Field("adamw", description="Optimiser. AdamW is robust for hypernetworks; "
                                           "SGD (momentum 0.9) is the classic ResNet SimCLR/MoCo choice.")
     lr: float = Field(2e-3, gt=0, description="Peak learning rate after warm-up (not scaled by batch size).")
-    weight_decay: float = Field(1e-4, ge=0, description="Weight decay (decoupled for AdamW); biases and norms "
-                                "are excluded.")
+    weight_decay: float = Field(1e-4, ge=0, description="Weight decay (decoupled for AdamW) on conv/linear weights "
+                                "and generated kernels (generator weights and base-kernel bias); norms, biases and "
+                                "descriptor embeddings get none.")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
     warmup_steps: int = Field(20, ge=0, description="Linear warm-up steps before the cosine decay.")
     min_lr: float = Field(0.0, ge=0, description="Learning rate at the end of the cosine.")
@@ -61,7 +72,13 @@ class RunConfig(StrictModel):
                              "process.")
     checkpoint_every: int = Field(100, ge=1, description="Steps between atomic checkpoints (and one at the end).")
     log_every: int = Field(10, ge=1, description="Steps between metric lines in metrics.jsonl.")
-    resume: bool = Field(True, description="Continue from output/checkpoint.pt when it exists.")
+    resume: bool = Field(True, description="Continue from output/checkpoint.pt when it exists. The run settings "
+                         "must match the checkpoint's (steps, batch_size, seed, descriptor_sampling, amp, sync_bn, "
+                         "world size); only output, resume, extend, device, num_workers, log_every, "
+                         "checkpoint_every and progress may change.")
+    extend: bool = Field(False, description="On resume, allow a larger run.steps than the checkpoint's: the cosine "
+                         "learning-rate and momentum schedules are recomputed for the new total, so they jump up at "
+                         "the resume step (the run is not the one a fresh run with that many steps would give).")
     device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N.")
     amp: Literal["auto", "bf16", "fp16", "off"] = Field(
         "auto", description="Mixed precision on CUDA (auto: bf16 where supported, else fp16); always fp32 on CPU.")

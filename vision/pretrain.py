@@ -126,7 +126,7 @@ def build_learner(cfg: PretrainConfig, space: InvarianceSpace) -> tuple[Contrast
     learner_kwargs = {"proj_hidden_dim": m.proj_hidden_dim, "proj_dim": m.proj_dim, "shared_head": shared,
                       "temperature": m.temperature}
     if m.name == "mocov2":
-        learner_kwargs["queue_size"] = m.queue_size
+        learner_kwargs |= {"queue_size": m.queue_size, "symmetric": m.symmetric, "bn_groups": m.bn_groups}
     if m.name == "mocov3":
         learner_kwargs["pred_hidden_dim"] = m.pred_hidden_dim
     learner = create_learner(m.name, backbone, space, **learner_kwargs)

@@ -7,8 +7,15 @@ every rank; torchrun DDP with gathered negatives; AMP on CUDA; a cosine learning
 EMA-momentum schedule, precomputed per step; atomic checkpoints every N steps and at the end; ``metrics.jsonl``;
 a tqdm bar on rank 0; and a NaN/inf guard that stops the run and keeps the last good checkpoint.
 
-A resumed run continues exactly: model, optimiser, queues, scaler, step and RNG states come from the checkpoint,
-and the data order, descriptors and views are pure functions of ``(seed, step)``.
+A resumed run continues exactly or is refused: model, optimiser, queues, scaler, step and RNG states come from the
+checkpoint, and the data order, descriptors and views are pure functions of ``(seed, step)``. Every setting that
+shapes the trajectory (the config outside ``run``; in ``run`` all but :data:`RESUMABLE_RUN_KEYS`; the world size)
+must match the checkpoint's, else the run stops with a :class:`CheckpointError` naming each key with its old and
+new value, before anything in the run folder changes. ``run.extend`` lets ``run.steps`` grow only.
+
+The engine knows no modality: views are whatever batches the dataset returns (images, spectrograms, ...) and the
+learner's backbone takes. Beside each checkpoint it writes the encoder alone (``encoder.safetensors``,
+``encoder.json``; see :func:`core.checkpoint.save_encoder`) for :func:`core.load_encoder`.
 """
 
 from __future__ import annotations
@@ -30,11 +37,18 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from core import distributed
-from core.checkpoint import CheckpointError, check_space, load_checkpoint, save_checkpoint
+from core.checkpoint import CheckpointError, check_space, load_checkpoint, save_checkpoint, save_encoder
 from core.config import MethodConfig, OptimConfig, RunConfig
-from core.pretrain.learners import ContrastiveLearner
+from core.pretrain.learners import ContrastiveLearner, MoCoV2
+from core.pretrain.optim import build_optimizer
 from core.pretrain.sampler import DescriptorBatchSampler
 from core.pretrain.schedules import cosine_schedule
+
+#: ``run`` settings that may change on resume: where and how the run executes and reports, not what it computes.
+RESUMABLE_RUN_KEYS = frozenset(
+    {"output", "resume", "extend", "device", "num_workers", "log_every", "checkpoint_every", "progress"}
+)
+_MISSING = "<missing>"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -56,18 +70,6 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if amp == "bf16" else torch.float16
-
-
-def build_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW or SGD, with weight decay on weight matrices and kernels only (not biases or norm parameters)."""
-    decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (decay if param.ndim > 1 else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if optim.name == "sgd":
-        return torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum)
-    return torch.optim.AdamW(groups, lr=optim.lr)
 
 
 def _worker_init(_: int) -> None:
@@ -103,12 +105,43 @@ def _config_differences(saved: dict, current: dict, prefix: str = "") -> list[st
     for key in sorted(set(saved) | set(current)):
         if not prefix and key == "run":
             continue
-        a, b = saved.get(key), current.get(key)
+        a, b = saved.get(key, _MISSING), current.get(key, _MISSING)
         if isinstance(a, dict) and isinstance(b, dict):
             diffs += _config_differences(a, b, f"{prefix}{key}.")
         elif a != b:
             diffs.append(f"{prefix}{key}: {a!r} (checkpoint) vs {b!r} (now)")
     return diffs
+
+
+def _run_differences(saved: dict, current: dict, extend: bool) -> list[str]:
+    """``run`` keys (outside :data:`RESUMABLE_RUN_KEYS`) that differ; a larger ``steps`` passes with ``extend``."""
+    diffs = []
+    for key in sorted((set(saved) | set(current)) - RESUMABLE_RUN_KEYS):
+        a, b = saved.get(key, _MISSING), current.get(key, _MISSING)
+        if a == b or (key == "steps" and extend and isinstance(a, int) and isinstance(b, int) and b > a):
+            continue
+        hint = ""
+        if key == "steps":
+            hint = " (run.extend only allows more steps)" if extend else " (set run.extend=true to run more steps)"
+        diffs.append(f"run.{key}: {a!r} (checkpoint) vs {b!r} (now){hint}")
+    return diffs
+
+
+def _check_resume(state: dict[str, Any], config: dict[str, Any], run: RunConfig, world_size: int,
+                  path: Path) -> None:
+    """Raise :class:`CheckpointError` unless resuming ``state`` with these settings continues the same run."""
+    diffs = _config_differences(state.get("config", {}), config)
+    saved_run = state.get("run", state.get("config", {}).get("run"))
+    if saved_run is not None:
+        diffs += _run_differences(saved_run, run.model_dump(), run.extend)
+    saved_world = state.get("world_size")
+    if saved_world is not None and saved_world != world_size:
+        diffs.append(f"world size: {saved_world} (checkpoint) vs {world_size} (now)")
+    if diffs:
+        raise CheckpointError(
+            f"{path} was written by a run with another configuration ({'; '.join(diffs)}). Resume with the same "
+            "settings, or choose another run.output."
+        )
 
 
 def _tensorboard(output: Path) -> Any:
@@ -140,12 +173,16 @@ def pretrain(
     fixed_invariance_id: int | None = None,
     on_step: Callable[[int, float], None] | None = None,
 ) -> dict[str, Any]:
-    """Pre-train ``learner`` and write ``config.json``, ``metrics.jsonl`` and ``checkpoint.pt`` to ``run.output``.
+    """Pre-train ``learner``; write ``config.json``, ``metrics.jsonl``, ``checkpoint.pt`` and the encoder files.
+
+    The folder ``run.output`` receives ``encoder.safetensors`` and ``encoder.json`` (plus
+    ``momentum_encoder.safetensors`` for MoCo) with every checkpoint.
 
     Args:
-        learner: The contrastive learner (its ``space`` defines the training descriptors).
+        learner: The contrastive learner (its ``space`` defines the training descriptors); its backbone may be of
+            any modality.
         dataset: Map-style dataset indexed by ``(index, invariance_id, sample_seed)`` returning
-            ``{"view0", "view1", "invariance_id"}``.
+            ``{"view0", "view1", "invariance_id"}``, the views as tensors ``(...)`` that collate to ``(B, ...)``.
         run: Steps, batch, seed, output, checkpointing, device and AMP.
         optim: Optimiser and learning-rate schedule.
         method: Momentum schedule (MoCo) and the rest of the method's settings, for the record.
@@ -159,18 +196,20 @@ def pretrain(
 
     Raises:
         NonFiniteLossError: When the loss is NaN or inf; the last good checkpoint is kept.
-        CheckpointError: When resuming from a checkpoint of another space or configuration.
+        CheckpointError: When resuming from a checkpoint of another space or configuration (naming each key
+            with its checkpoint and current values); nothing in ``run.output`` has changed then.
+        ValueError: For MoCo-v2 with ``run.sync_bn`` under DDP (it would undo shuffle-BN).
     """
     rank, world_size, local_rank, _ = distributed.setup_from_env()
     device = resolve_device(run.device, local_rank)
     space = learner.space
     output = Path(run.output)
     ckpt_path, metrics_path = output / "checkpoint.pt", output / "metrics.jsonl"
-    if rank == 0:
-        output.mkdir(parents=True, exist_ok=True)
-        (output / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
     # ------------------------------------------------------------------ model and optimiser
+    if world_size > 1 and run.sync_bn and isinstance(learner, MoCoV2):
+        raise ValueError("run.sync_bn=true with MoCo-v2 would share BatchNorm statistics between queries and keys "
+                         "across ranks, undoing shuffle-BN; set run.sync_bn=false.")
     learner.to(device)
     if world_size > 1 and run.sync_bn:
         learner = nn.SyncBatchNorm.convert_sync_batchnorm(learner)
@@ -178,27 +217,33 @@ def pretrain(
     amp_dtype = autocast_dtype(run.amp, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
-    # ------------------------------------------------------------------ resume
-    step = 0
+    # ------------------------------------------------------------------ resume (checks before any write)
+    step, extensions = 0, []
     if run.resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path, map_location=device)
         check_space(state, space, ckpt_path)
-        diffs = _config_differences(state.get("config", {}), config)
-        if diffs:
-            raise CheckpointError(
-                f"{ckpt_path} was written by a run with another configuration ({'; '.join(diffs)}). Resume with "
-                "the same settings, or choose another run.output."
-            )
-        learner.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        _check_resume(state, config, run, world_size, ckpt_path)
+        try:
+            learner.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise CheckpointError(f"{ckpt_path} does not fit this model or optimiser: {err}") from err
         scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"])
         step = int(state["step"])
+        extensions = list(state.get("extensions", []))
+        saved_steps = state.get("run", state.get("config", {}).get("run", {})).get("steps", run.steps)
+        if saved_steps != run.steps:
+            extensions.append({"step": step, "from_steps": saved_steps, "to_steps": run.steps})
         if rank == 0:
             _truncate_metrics(metrics_path, step)
-            print(f"Resumed from {ckpt_path} at step {step}.")
+            extended = f", extended from {saved_steps} to {run.steps} steps" if saved_steps != run.steps else ""
+            print(f"Resumed from {ckpt_path} at step {step}{extended}.")
     elif rank == 0 and metrics_path.exists():
         metrics_path.unlink()  # a fresh run starts a fresh trajectory
+    if rank == 0:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
     model: nn.Module = learner
     if world_size > 1:
@@ -287,10 +332,13 @@ def pretrain(
                 window = dict.fromkeys(window, 0.0)
             if step % run.checkpoint_every == 0 or step == run.steps:
                 if rank == 0:
+                    save_encoder(output, learner.backbone, encoder_spec, space, step,
+                                 momentum_encoder=getattr(learner, "momentum_backbone", None))
                     save_checkpoint({
                         "model": learner.state_dict(), "optimizer": optimizer.state_dict(),
                         "scaler": scaler.state_dict(), "step": step, "config": config, "space": space.to_dict(),
                         "encoder": encoder_spec, "rng": _rng_state(), "loss": last_loss,
+                        "run": run.model_dump(), "world_size": world_size, "extensions": extensions,
                     }, ckpt_path)
                 last_saved = step
             if on_step is not None:

@@ -10,11 +10,12 @@ import torch.multiprocessing as mp
 from torch.utils.data import Dataset
 
 from core.backbones.hyper_resnet import HyperResNet
-from core.checkpoint import CheckpointError, load_checkpoint, load_encoder
+from core.checkpoint import CheckpointError, load_checkpoint, load_encoder, save_checkpoint
 from core.config import MethodConfig, OptimConfig, RunConfig
 from core.invariance import InvarianceSpace
 from core.pretrain.engine import NonFiniteLossError, pretrain
 from core.pretrain.learners import create_learner
+from core.pretrain.schedules import cosine_schedule
 
 GROUPS = InvarianceSpace.from_name("vision_groups")
 
@@ -42,7 +43,7 @@ class NoisyViews(Dataset):
 def make_learner(method: str = "simclr", space: InvarianceSpace = GROUPS) -> torch.nn.Module:
     torch.manual_seed(0)
     backbone = HyperResNet(space, depth=18, width=4, stem_kernel_size=3, stem_stride=1, stem_pool=False, hidden_dim=2)
-    kwargs = {"queue_size": 16} if method == "mocov2" else {}
+    kwargs = {"queue_size": 16, "bn_groups": 2} if method == "mocov2" else {}
     return create_learner(method, backbone, space, proj_hidden_dim=16, proj_dim=8, **kwargs)
 
 
@@ -154,15 +155,70 @@ def test_corrupt_or_foreign_checkpoints_give_clear_errors(tmp_path: Path) -> Non
         load_checkpoint(tmp_path / "missing.pt")
 
 
-def test_load_encoder_round_trips(tmp_path: Path) -> None:
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_resume_with_changed_run_settings_is_refused_before_any_write(tmp_path: Path) -> None:
+    run_pretrain(tmp_path, steps=4)
+    before = snapshot(tmp_path)
+    assert {"config.json", "metrics.jsonl", "checkpoint.pt", "encoder.json", "encoder.safetensors"} <= set(before)
+    with pytest.raises(CheckpointError, match=r"run\.steps: 4 \(checkpoint\) vs 6 \(now\) \(set run\.extend"):
+        run_pretrain(tmp_path, steps=6)
+    with pytest.raises(CheckpointError, match=r"run\.batch_size: 8 \(checkpoint\) vs 16 \(now\); run\.seed: 0 "
+                       r"\(checkpoint\) vs 1 \(now\)"):
+        run_pretrain(tmp_path, steps=4, batch_size=16, seed=1)
+    with pytest.raises(CheckpointError, match=r"run\.descriptor_sampling: 'uniform' \(checkpoint\) vs 'round_robin'"):
+        run_pretrain(tmp_path, steps=4, descriptor_sampling="round_robin")
+    assert snapshot(tmp_path) == before  # not one byte or timestamp changed, config.json included
+    # Where and how it runs and reports may change: the finished run resumes and does nothing.
+    assert run_pretrain(tmp_path, steps=4, log_every=2, checkpoint_every=1, device="cpu")["step"] == 4
+
+
+def test_resume_on_another_world_size_is_refused(tmp_path: Path) -> None:
+    run_pretrain(tmp_path, steps=4)
+    state = load_checkpoint(tmp_path)
+    state["world_size"] = 2
+    save_checkpoint(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match=r"world size: 2 \(checkpoint\) vs 1 \(now\)"):
+        run_pretrain(tmp_path, steps=4)
+
+
+def test_extend_allows_only_more_steps_and_recomputes_the_schedule(tmp_path: Path) -> None:
+    run_pretrain(tmp_path, steps=4)
+    before = snapshot(tmp_path)
+    with pytest.raises(CheckpointError, match=r"run\.steps: 4 \(checkpoint\) vs 3 \(now\) \(run\.extend only"):
+        run_pretrain(tmp_path, steps=3, extend=True)
+    assert snapshot(tmp_path) == before
+    first = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert run_pretrain(tmp_path, steps=8, extend=True)["step"] == 8
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records[:4] == first and [r["step"] for r in records] == list(range(1, 9))
+    longer = cosine_schedule(1e-2, 0.0, 8, warmup_steps=2)  # steps 5-8 follow the 8-step cosine
+    assert [r["lr"] for r in records[4:]] == pytest.approx(longer[4:])
+    state = load_checkpoint(tmp_path)
+    assert state["extensions"] == [{"step": 4, "from_steps": 4, "to_steps": 8}] and state["run"]["steps"] == 8
+    assert json.loads((tmp_path / "config.json").read_text())["run"]["steps"] == 8
+
+
+@pytest.mark.parametrize("method", ["simclr", "mocov2"])
+def test_load_encoder_round_trips_without_the_checkpoint(tmp_path: Path, method: str) -> None:
     torch.manual_seed(0)
     backbone = HyperResNet(GROUPS, depth=18, width=4, stem_kernel_size=3, stem_stride=1, stem_pool=False, hidden_dim=2)
-    learner = create_learner("simclr", backbone, GROUPS, proj_hidden_dim=16, proj_dim=8)
+    kwargs = {"queue_size": 16, "bn_groups": 2} if method == "mocov2" else {}
+    learner = create_learner(method, backbone, GROUPS, proj_hidden_dim=16, proj_dim=8, **kwargs)
     spec = {"factory": "vision.models:create_backbone", "name": "hyper_resnet18",
             "kwargs": {"image_size": 8, "width": 4, "hidden_dim": 2, "stem": "cifar"}}
     run = RunConfig(output=str(tmp_path), steps=2, batch_size=8, num_workers=0, progress=False)
     pretrain(learner, NoisyViews(), run=run, optim=OptimConfig(), method=MethodConfig(), config={},
              encoder_spec=spec)
+    bad = load_checkpoint(tmp_path)
+    bad["encoder"]["factory"] = "os:system"
+    torch.save(bad, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="untrusted"):
+        load_encoder(tmp_path / "evil.pt")
+    from_checkpoint = load_encoder(tmp_path / "checkpoint.pt")
+    (tmp_path / "checkpoint.pt").unlink()  # evaluation needs only encoder.json and encoder.safetensors
     encoder = load_encoder(tmp_path)
     assert encoder.space == GROUPS and not encoder.training
     x = torch.randn(4, 3, 8, 8)
@@ -170,11 +226,12 @@ def test_load_encoder_round_trips(tmp_path: Path) -> None:
     with torch.no_grad():
         for invariance in (torch.tensor([1.0, 0.0]), torch.tensor([0.3, 0.7])):
             assert torch.equal(encoder(x, invariance), learner.backbone(x, invariance))
-    bad = load_checkpoint(tmp_path)
-    bad["encoder"]["factory"] = "os:system"
-    torch.save(bad, tmp_path / "evil.pt")
-    with pytest.raises(CheckpointError, match="untrusted"):
-        load_encoder(tmp_path / "evil.pt")
+            assert torch.equal(from_checkpoint(x, invariance), learner.backbone(x, invariance))
+            if method == "mocov2":
+                ema = load_encoder(tmp_path, momentum=True)
+                assert torch.equal(ema(x, invariance), learner.momentum_backbone(x, invariance))
+                assert not torch.equal(ema(x, invariance), encoder(x, invariance))
+    assert (tmp_path / "momentum_encoder.safetensors").exists() == (method == "mocov2")
 
 
 def _ddp_worker(rank: int, port: int, output: str, result_dir: str) -> None:
