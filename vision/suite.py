@@ -15,9 +15,10 @@ Runs every task of :data:`vision.datasets.READERS` whose folder is under ``--dat
   of each fraction (5 % and 20 % by default) of the training set, with the descriptor chosen per split among
   the probe's grid (:func:`core.downstream.fewshot_regression.fewshot_regression`).
 
-Writes one JSON per run (``<task>.json``, ``<task>_<n>way<k>shot.json``, ``<task>_lowshot.json``), ``suite.json``
-(everything, with the skipped tasks) and ``suite.md``: the scores in the layout of Tables 1 and 2 with a row per
-descriptor coordinate giving the learned i.
+A task whose folder is present but unreadable (not the official files, a missing index) is reported as failed,
+with the reason, and the suite goes on. Writes one JSON per run (``<task>.json``, ``<task>_<n>way<k>shot.json``,
+``<task>_lowshot.json``), ``suite.json`` (everything, with the skipped and failed tasks) and ``suite.md``: the
+scores in the layout of Tables 1 and 2 with a row per descriptor coordinate giving the learned i.
 
 References:
     - [0] Amortised Invariance Learning for Contrastive Self-Supervision, 2023, https://arxiv.org/abs/2302.12712
@@ -134,7 +135,8 @@ def _cell(value: float | None, ci: float | None = None, scale: float = 100.0) ->
     return f"{scale * value:.2f}" + ("" if ci is None else f" ± {scale * ci:.2f}")
 
 
-def markdown(results: dict[str, dict], missing: list[str], space_names: list[str], cfg: SuiteConfig) -> str:
+def markdown(results: dict[str, dict], missing: list[str], space_names: list[str], cfg: SuiteConfig,
+             failed: dict[str, str] | None = None) -> str:
     """Tables 1 (many-shot) and 2 (few-shot) of the paper for this checkpoint, learned i below each score."""
     many = [n for n in READERS if n not in ("cub200_fewshot", "flowers102_fewshot", "fc100", "plant_disease")]
     many += [n for n in results if n.startswith("synthetic:")]
@@ -170,6 +172,7 @@ def markdown(results: dict[str, dict], missing: list[str], space_names: list[str
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in [score_row, *i_rows.values()]]
     lines += ["", "Missing (skipped): " + (", ".join(missing) if missing else "none"), ""]
+    lines += [f"Failed to load: {name}: {reason}" for name, reason in (failed or {}).items()]
     return "\n".join(lines)
 
 
@@ -190,13 +193,19 @@ def main(cfg: SuiteConfig) -> dict:
     image_size = int(state["config"].get("data", {}).get("image_size", 32))
     encoder = load_encoder(cfg.checkpoint, map_location=cfg.device)
     results: dict[str, dict] = {}
+    failed: dict[str, str] = {}
     bar = tqdm(run, desc="vision.suite", unit="task", disable=not cfg.progress)
     for name in bar:
         bar.set_postfix_str(name)
         spec = task_spec(name, cfg.data_root)
         safe = name.replace(":", "_")
-        data = load_task(spec, image_size, encoder.space, data_root=cfg.data_root, num_train=cfg.num_train,
-                         num_test=cfg.num_test, seed=cfg.seed)
+        try:
+            data = load_task(spec, image_size, encoder.space, data_root=cfg.data_root, num_train=cfg.num_train,
+                             num_test=cfg.num_test, seed=cfg.seed)
+        except (FileNotFoundError, ValueError, ImportError) as err:  # a folder is there but not readable
+            failed[name] = str(err)
+            print(f"vision.suite: {name} failed to load: {err}", file=sys.stderr)
+            continue
         entry: dict[str, Any] = {"kind": data.kind, "metric": data.metric, "protocol": data.protocol,
                                  "num_train": len(data.y_train), "num_test": len(data.y_test)}
         if data.fewshot:
@@ -211,10 +220,11 @@ def main(cfg: SuiteConfig) -> dict:
                 entry["lowshot"] = lowshot
         results[name] = entry
     summary = {"checkpoint": cfg.checkpoint, "data_root": cfg.data_root, "space": list(encoder.space.names),
-               "ran": run, "missing": missing, "results": results}
+               "ran": [n for n in run if n not in failed], "missing": missing, "failed": failed, "results": results}
     (out / "suite.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "suite.md").write_text(markdown(results, missing, list(encoder.space.names), cfg))
-    print(f"vision.suite: {len(run)} task(s) run, {len(missing)} missing -> {out / 'suite.md'}")
+    (out / "suite.md").write_text(markdown(results, missing, list(encoder.space.names), cfg, failed))
+    print(f"vision.suite: {len(results)} task(s) run, {len(missing)} missing, {len(failed)} failed -> "
+          f"{out / 'suite.md'}")
     return summary
 
 

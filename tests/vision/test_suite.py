@@ -54,13 +54,15 @@ def _fake_root(root: Path) -> None:
 def test_suite_runs_present_tasks_and_lists_missing_ones(run_dir: Path, tmp_path: Path) -> None:
     root = tmp_path / "data"
     _fake_root(root)
+    (root / "dtd").mkdir()  # present but empty: reported as failed, the suite goes on
     out = tmp_path / "suite"
     cfg = load(suite.SuiteConfig, ["--checkpoint", str(run_dir), "--data-root", str(root), "--output", str(out),
                                    "--epochs", "1", "--refine_epochs", "0", "--batch_size", "16", "--lrs", "[0.01]",
                                    "--weight_decays", "[0.0]", "--lowshot_splits", "4", "--progress", "false"])
     summary = suite.main(cfg)
     assert summary["ran"] == ["pets", "lsp"]
-    assert summary["missing"] == [n for n in READERS if n not in ("pets", "lsp")]
+    assert summary["missing"] == [n for n in READERS if n not in ("pets", "lsp", "dtd")]
+    assert list(summary["failed"]) == ["dtd"] and "dtd" in summary["failed"]["dtd"]
     pets = json.loads((out / "pets.json").read_text())
     assert pets["metric"] == "mean_per_class" and 0 <= pets["score"] <= 1 and pets["num_test"] == 8
     assert all(0 < v < 1 for v in pets["invariance"].values())
@@ -71,7 +73,7 @@ def test_suite_runs_present_tasks_and_lists_missing_ones(run_dir: Path, tmp_path
     assert all(len(f["scores"]) == 4 and f["shots"] == 3 for f in lowshot["fractions"].values())
     table = (out / "suite.md").read_text()
     assert "| AI (invariance probe) |" in table and "| i: spatial |" in table and "LS Pose s = 0.05" in table
-    assert "Missing (skipped): cifar10, cifar100, caltech101" in table
+    assert "Missing (skipped): cifar10, cifar100, caltech101" in table and "Failed to load: dtd" in table
     assert json.loads((out / "suite.json").read_text())["missing"] == summary["missing"]
     with pytest.raises(ValueError, match="Unknown suite task"):
         suite.plan(load(suite.SuiteConfig, ["--checkpoint", "x", "--data-root", str(root), "--output", "y",
