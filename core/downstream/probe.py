@@ -2,12 +2,15 @@
 
 - :func:`invariance_probe` (paper [0] §4.2, SPEC §8): the encoder is frozen; a linear head and the descriptor
   ``i = sigmoid(θ)`` (θ = 0, i.e. i = 0.5, at the start) are learned together with Adam, the features being
-  recomputed through the frozen encoder at the current ``i`` every step so that the loss reaches θ.
+  recomputed through the frozen encoder at the current ``i`` every step so that the loss reaches θ. The head sees
+  standardised features and θ has its own, larger learning rate: without them the route under-trained (see
+  :data:`PROBE_INVARIANCE_LR` and ``benchmarks/probe_convergence.py``).
 - :func:`grid_refine_probe`: the same answer faster. Score a coarse grid of descriptors (:func:`descriptor_grid`)
   with closed-form ridge heads (:mod:`core.downstream.ridge`) on cached features, then refine the best one by gradient
   descent for a few epochs.
 
-Both report the learned descriptor by name and the test score with the descriptor quantised to ``b`` bits.
+Both report the learned descriptor by name, the test score with a bootstrap interval over test examples
+(:mod:`core.downstream.bootstrap`), and the test score with the descriptor quantised to ``b`` bits.
 They follow the protocol of :mod:`core.downstream.protocol` (validation split, sweep selection, one test pass at the
 end) and train with :mod:`core.downstream.sweep`; the encoder is reached through :mod:`core.downstream.features`
 (eval mode,
@@ -31,7 +34,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
+from core.downstream.bootstrap import BOOTSTRAP_SAMPLES, bootstrap_ci
 from core.downstream.features import (
     DescriptorLike,
     Transform,
@@ -47,11 +52,18 @@ from core.downstream.protocol import (
     better,
     build_setup,
     make_result,
-    score_test_split,
+    test_outputs,
 )
 from core.downstream.ridge import RIDGE_LAMS, RidgeHead, select_ridge
 from core.downstream.sweep import SweepOutcome, head_sweep, linear_head
 from core.invariance import quantize
+
+#: Defaults of :func:`invariance_probe`, from ``benchmarks/probe_convergence.py``: on standardised features one head
+#: configuration suffices, and θ needs a learning rate ten times the head's to leave 0.5 within a few epochs.
+PROBE_EPOCHS = 10
+PROBE_LRS = (1e-2,)
+PROBE_WEIGHT_DECAYS = (0.0,)
+PROBE_INVARIANCE_LR = 0.1
 
 # A descriptor that starts the gradient stage is clamped to [0.05, 0.95] before θ = logit(i): at a corner θ would
 # be ±inf, and sigmoid'(θ) at 0.95 is still a fifth of its value at the centre.
@@ -86,6 +98,11 @@ def _check_levels(bits: Sequence[int], ridge_lams: Sequence[float]) -> tuple[int
     return bits
 
 
+def _check_bootstrap(samples: int) -> None:
+    if int(samples) < 0:
+        raise ValueError(f"bootstrap must be >= 0 resamples (0: no interval), got {samples}.")
+
+
 def _logit(point: Tensor) -> Tensor:
     """θ with ``sigmoid(θ) = point`` after clamping to ``[INIT_CLAMP, 1 - INIT_CLAMP]``. Shape: (A,)."""
     point = point.clamp(INIT_CLAMP, 1 - INIT_CLAMP)
@@ -94,7 +111,8 @@ def _logit(point: Tensor) -> Tensor:
 
 def _learn_descriptor(encoder: nn.Module, setup: ProbeSetup, theta0: Tensor, head_init: nn.Linear | None, *,
                       invariance_lr: float, lrs: Sequence[float], weight_decays: Sequence[float], epochs: int,
-                      batch_size: int, seed: int) -> SweepOutcome:
+                      batch_size: int, seed: int, standardize: bool = False, progress: bool | None = False,
+                      desc: str = "invariance probe") -> SweepOutcome:
     """The gradient stage: head and θ by Adam, features through the frozen encoder at ``sigmoid(θ)`` every step."""
     if not invariance_lr > 0:
         raise ValueError(f"invariance_lr must be > 0, got {invariance_lr}.")
@@ -107,7 +125,8 @@ def _learn_descriptor(encoder: nn.Module, setup: ProbeSetup, theta0: Tensor, hea
 
     return head_sweep(setup, train_features, val_features, encoder_num_features(encoder), theta0=theta0,
                       invariance_lr=invariance_lr, head_init=head_init, lrs=lrs, weight_decays=weight_decays,
-                      epochs=epochs, batch_size=batch_size, seed=seed)
+                      epochs=epochs, batch_size=batch_size, seed=seed, standardize=standardize, progress=progress,
+                      desc=desc)
 
 
 #: Features of the training and validation rows by descriptor, kept by :func:`grid_refine_probe` so that the
@@ -131,15 +150,25 @@ def _ridge_at(encoder: nn.Module, setup: ProbeSetup, invariance: Tensor, batch_s
                         setup.val_score, ridge_lams)  # (n_train, D), (n_train, K), (n_val, D)
 
 
+def _test_ci(setup: ProbeSetup, output: Tensor, samples: int, seed: int) -> list[float] | None:
+    """Bootstrap 95% interval of the test metric of ``output`` (head outputs of the whole test split)."""
+    if samples == 0:
+        return None
+    if setup.task == "regression":  # the head predicts standardised targets
+        output = output.double() * setup.target_std.double() + setup.target_mean.double()
+    return list(bootstrap_ci(setup.metric, output, setup.y_test, setup.num_classes, samples=samples, seed=seed))
+
+
 def _finish_learned(method: str, encoder: nn.Module, setup: ProbeSetup, sweep: SweepOutcome, *,
                     bits: tuple[int, ...], ridge_lams: Sequence[float], batch_size: int, start: float,
-                    hyperparameters: dict[str, Any],
+                    hyperparameters: dict[str, Any], bootstrap: int, seed: int,
                     extra_tests: Sequence[tuple[Tensor, Callable[[Tensor], Tensor]]] = (),
                     cache: FeatureCache | None = None) -> tuple[ProbeResult, list[float]]:
     """Quantised refits on training data, then the test phase, for a learned descriptor.
 
     Returns:
-        The result, and the test scores of ``extra_tests`` (scored in the same test phase).
+        The result (with the bootstrap interval of its test score), and the test scores of ``extra_tests``
+        (scored in the same test phase).
     """
     learned = sweep.state["invariance"]
     head = linear_head(encoder_num_features(encoder), setup.out_dim, setup.device)
@@ -150,13 +179,15 @@ def _finish_learned(method: str, encoder: nn.Module, setup: ProbeSetup, sweep: S
         level = quantize(learned, b)
         refits[b] = (level, _ridge_at(encoder, setup, level, batch_size, ridge_lams, cache))
     tests = [(learned, head)] + [(quantize(learned, b), head) for b in bits] + [refits[b] for b in bits]
-    scores = score_test_split(encoder, setup, tests + list(extra_tests), batch_size)
+    outputs = test_outputs(encoder, setup, tests + list(extra_tests), batch_size)
+    scores = [setup.score(output, setup.y_test) for output in outputs]
     quantized = dict(zip(bits, scores[1 : 1 + len(bits)], strict=True))
     refit_scores = dict(zip(bits, scores[1 + len(bits) : 1 + 2 * len(bits)], strict=True))
     hyperparameters = {**hyperparameters, "quantized_refit_lams": {str(b): refits[b][1].lam for b in bits}}
     trained = sum(p.numel() for p in head.parameters()) + setup.space.dim
     result = make_result(method, setup, learned, scores[0], sweep.val_score, start, trained, hyperparameters,
-                         sweep, head, quantized=quantized, quantized_refit=refit_scores)
+                         sweep, head, quantized=quantized, quantized_refit=refit_scores,
+                         score_ci=_test_ci(setup, outputs[0], bootstrap, seed))
     return result, scores[1 + 2 * len(bits):]
 
 
@@ -170,29 +201,37 @@ def invariance_probe(
     *,
     task: str = "classification",
     metric: str | None = None,
-    epochs: int = 30,
+    epochs: int = PROBE_EPOCHS,
     batch_size: int = 256,
-    lrs: Sequence[float] = (1e-3, 1e-2),
-    weight_decays: Sequence[float] = (0.0, 1e-4),
-    invariance_lr: float = 1e-2,
+    lrs: Sequence[float] = PROBE_LRS,
+    weight_decays: Sequence[float] = PROBE_WEIGHT_DECAYS,
+    invariance_lr: float = PROBE_INVARIANCE_LR,
+    standardize: bool = True,
     val_fraction: float = 0.2,
     seed: int = 0,
-    bits: Sequence[int] = (1, 2),
+    bits: Sequence[int] = (1, 2, 3),
     device: str | torch.device | None = None,
     init: DescriptorLike | None = None,
     transform: Transform | None = None,
     num_classes: int | None = None,
     ridge_lams: Sequence[float] = RIDGE_LAMS,
+    bootstrap: int = BOOTSTRAP_SAMPLES,
+    progress: bool | None = None,
 ) -> ProbeResult:
     """Learn a linear head and the descriptor ``i = sigmoid(θ)`` on a frozen encoder (SPEC §8).
 
-    Each step computes the batch's features through the frozen encoder at the current ``i``, so the loss
-    (cross-entropy, or MSE on standardised targets) reaches θ; Adam updates the head (learning rate and weight
-    decay from the sweep) and θ (``invariance_lr``, no decay). Adam moves θ by about ``invariance_lr`` per step
-    whatever the gradient's scale: from θ = 0, i reaches 0.9 (θ ≈ 2.2) after about 220 steps at the default.
-    The validation split picks the epoch and the (lr, weight decay) pair; the selected head and descriptor are
-    then scored on the test split, also at ``Q(i; b)`` for each ``b`` in ``bits`` (see
-    :attr:`ProbeResult.quantized` and :attr:`ProbeResult.quantized_refit`).
+    Each step computes the batch's features through the frozen encoder at the current ``i``, standardises them
+    (``standardize``: the batch's own statistics in training, the epoch's for validation; see
+    :mod:`core.downstream.standardize`), so the loss (cross-entropy, or MSE on standardised targets) reaches θ;
+    Adam updates the head (learning rate and weight decay from the sweep) and θ (``invariance_lr``, no decay).
+    The selected head is returned as a plain linear head on raw features (the statistics folded in).
+
+    Adam moves θ by at most about ``invariance_lr`` per step whatever the gradient's scale, so ``invariance_lr``
+    sets how fast i can leave 0.5: at the default 0.1, i can reach 0.95 (θ ≈ 2.9) in about 30 steps. The
+    defaults come from ``benchmarks/probe_convergence.py`` (see ``benchmarks/README.md``). The validation split
+    picks the epoch and the (lr, weight decay) pair; the selected head and descriptor are then scored on the test
+    split (with a bootstrap interval, :attr:`ProbeResult.score_ci`), also at ``Q(i; b)`` for each ``b`` in
+    ``bits`` (see :attr:`ProbeResult.quantized` and :attr:`ProbeResult.quantized_refit`).
 
     Args:
         encoder: ``encoder(x, invariance) -> (B, D)`` with ``num_features`` and ``space``; frozen and restored.
@@ -207,14 +246,17 @@ def invariance_probe(
         lrs: Head learning rates to sweep.
         weight_decays: Head weight decays (Adam's L2 term) to sweep.
         invariance_lr: Adam learning rate of θ.
+        standardize: Train the head on standardised features (``False``: raw features, the old behaviour).
         val_fraction: Part of the training data held out for selection.
-        seed: Seed of the split and the batch order.
-        bits: Quantisation levels ``b`` to report.
+        seed: Seed of the split, the batch order and the bootstrap.
+        bits: Quantisation levels ``b`` to report (the paper's Table 9 uses 1, 2 and 3).
         device: Must be the encoder's device (default: the encoder's device).
         init: Starting descriptor (default 0.5 everywhere, θ = 0); clamped to ``[0.05, 0.95]``.
         transform: Per-batch preprocessing on the device, e.g. uint8 → normalised float.
         num_classes: Classes of the head (default: ``max(y_train) + 1``).
         ridge_lams: Relative ridge penalties for the quantised refits.
+        bootstrap: Resamples of the test score's bootstrap interval (0: none).
+        progress: A tqdm bar over (configuration, epoch); ``None`` shows it only on a terminal.
 
     Returns:
         The test score at the learned descriptor, with everything else listed in :class:`ProbeResult`.
@@ -227,14 +269,18 @@ def invariance_probe(
                         val_fraction=val_fraction, seed=seed, device=device, transform=transform,
                         num_classes=num_classes, batch_size=batch_size)
     bits = _check_levels(bits, ridge_lams)
+    _check_bootstrap(bootstrap)
     theta0 = torch.zeros(setup.space.dim) if init is None else _logit(descriptor_tensor(setup.space, init))
     with frozen(encoder):
         sweep = _learn_descriptor(encoder, setup, theta0, None, invariance_lr=invariance_lr, lrs=lrs,
-                                  weight_decays=weight_decays, epochs=epochs, batch_size=batch_size, seed=seed)
+                                  weight_decays=weight_decays, epochs=epochs, batch_size=batch_size, seed=seed,
+                                  standardize=standardize, progress=progress)
         hyper = {"epochs": epochs, "batch_size": batch_size, "invariance_lr": invariance_lr,
-                 "init": torch.sigmoid(theta0).tolist(), "val_fraction": val_fraction, "seed": seed}
+                 "standardize": standardize, "init": torch.sigmoid(theta0).tolist(), "val_fraction": val_fraction,
+                 "seed": seed}
         result, _ = _finish_learned("invariance_probe", encoder, setup, sweep, bits=bits, ridge_lams=ridge_lams,
-                                    batch_size=batch_size, start=start, hyperparameters=hyper)
+                                    batch_size=batch_size, start=start, hyperparameters=hyper, bootstrap=bootstrap,
+                                    seed=seed)
     result.wall_time_s = time.perf_counter() - start
     return result
 
@@ -255,12 +301,14 @@ def grid_refine_probe(
     invariance_lr: float = 1e-2,
     val_fraction: float = 0.2,
     seed: int = 0,
-    bits: Sequence[int] = (1, 2),
+    bits: Sequence[int] = (1, 2, 3),
     device: str | torch.device | None = None,
     grid: Tensor | None = None,
     transform: Transform | None = None,
     num_classes: int | None = None,
     ridge_lams: Sequence[float] = RIDGE_LAMS,
+    bootstrap: int = BOOTSTRAP_SAMPLES,
+    progress: bool | None = None,
 ) -> ProbeResult:
     """A faster route to the invariance probe's answer: a coarse grid on cached features, then a short refinement.
 
@@ -276,6 +324,9 @@ def grid_refine_probe(
 
     ``score`` is the refined head at the refined descriptor; ``stages["grid"]["score"]`` the ridge head at the
     best grid point. Both are test scores computed at the end, neither selects anything.
+
+    The refine stage trains on raw features (its warm start is a ridge head on them) with this function's own
+    defaults; the bootstrap interval (``score_ci``) is that of ``score``.
 
     Args:
         refine_epochs: Epochs of the refine stage per sweep configuration (0 keeps the grid answer).
@@ -293,6 +344,7 @@ def grid_refine_probe(
                         val_fraction=val_fraction, seed=seed, device=device, transform=transform,
                         num_classes=num_classes, batch_size=batch_size)
     bits = _check_levels(bits, ridge_lams)
+    _check_bootstrap(bootstrap)
     points = descriptor_grid(setup.space.dim) if grid is None else torch.as_tensor(grid, dtype=torch.float32)
     if points.dim() != 2 or points.shape[0] == 0:
         raise ValueError(f"grid_refine_probe: grid must be (G, {setup.space.dim}), got {tuple(points.shape)}.")
@@ -300,7 +352,8 @@ def grid_refine_probe(
     with frozen(encoder):
         grid_start = time.perf_counter()
         best_point, best_ridge, grid_log, cache = None, None, [], {}
-        for point in points:
+        for point in tqdm(points, desc="grid + refine: grid", disable=None if progress is None else not progress,
+                          leave=False):
             ridge = _ridge_at(encoder, setup, point, batch_size, ridge_lams, cache)
             grid_log.append({"invariance": point.tolist(), "val_score": ridge.val_score, "ridge_lam": ridge.lam})
             if best_ridge is None or better(ridge.val_score, best_ridge.val_score):
@@ -310,13 +363,15 @@ def grid_refine_probe(
         refine_start = time.perf_counter()
         sweep = _learn_descriptor(encoder, setup, _logit(best_point), best_ridge.to_linear(),
                                   invariance_lr=invariance_lr, lrs=lrs, weight_decays=weight_decays,
-                                  epochs=refine_epochs, batch_size=batch_size, seed=seed)
+                                  epochs=refine_epochs, batch_size=batch_size, seed=seed, progress=progress,
+                                  desc="grid + refine: refine")
         refine_time = time.perf_counter() - refine_start
         hyper = {"refine_epochs": refine_epochs, "batch_size": batch_size, "invariance_lr": invariance_lr,
                  "grid_points": points.shape[0], "val_fraction": val_fraction, "seed": seed}
         result, (grid_score,) = _finish_learned(
             "grid_refine_probe", encoder, setup, sweep, bits=bits, ridge_lams=ridge_lams, batch_size=batch_size,
-            start=start, hyperparameters=hyper, extra_tests=[(best_point, best_ridge)], cache=cache)
+            start=start, hyperparameters=hyper, bootstrap=bootstrap, seed=seed,
+            extra_tests=[(best_point, best_ridge)], cache=cache)
     best = setup.space.descriptor(best_point)
     result.stages = {
         "grid": {"score": grid_score, "val_score": best_ridge.val_score, "invariance": list(best.values),
@@ -328,5 +383,13 @@ def grid_refine_probe(
     return result
 
 
-
-__all__ = ["INIT_CLAMP", "descriptor_grid", "grid_refine_probe", "invariance_probe"]
+__all__ = [
+    "INIT_CLAMP",
+    "PROBE_EPOCHS",
+    "PROBE_INVARIANCE_LR",
+    "PROBE_LRS",
+    "PROBE_WEIGHT_DECAYS",
+    "descriptor_grid",
+    "grid_refine_probe",
+    "invariance_probe",
+]

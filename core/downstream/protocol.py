@@ -78,6 +78,8 @@ class ProbeResult:
             head relies on the exact continuous descriptor.
         quantized_refit: ``{b: score}``, a closed-form ridge head *refitted* on training features at ``Q(i; b)``
             (penalty picked on validation); the score of the quantised descriptor itself.
+        score_ci: Bootstrap 95% interval ``[low, high]`` of ``score`` over test examples (seeded by the probe's
+            seed; :func:`~core.downstream.bootstrap.bootstrap_ci`), or ``None`` when not computed.
         stages: Per-stage numbers of :func:`~core.downstream.probe.grid_refine_probe` (``"grid"``, ``"refine"``).
         history: One entry per (configuration, epoch): validation score, training loss, descriptor.
         head: The selected head, applied to features (not serialised). Regression heads predict standardised
@@ -98,6 +100,7 @@ class ProbeResult:
     epochs_run: int
     quantized: dict[int, float] = field(default_factory=dict)
     quantized_refit: dict[int, float] = field(default_factory=dict)
+    score_ci: list[float] | None = None
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     head: nn.Module | None = field(default=None, repr=False, compare=False)
@@ -255,22 +258,29 @@ def build_setup(encoder: nn.Module, x_train: Tensor, y_train: Tensor, x_test: Te
                       y_test, (y_train - mean) / std, train_idx, val_idx, mean, std)
 
 
-def score_test_split(encoder: nn.Module, setup: ProbeSetup, heads: Sequence[tuple[Tensor, Callable[[Tensor], Tensor]]],
-                batch_size: int) -> list[float]:
-    """The test phase: encode the test split once per distinct descriptor and score each (descriptor, head).
+def test_outputs(encoder: nn.Module, setup: ProbeSetup, heads: Sequence[tuple[Tensor, Callable[[Tensor], Tensor]]],
+                 batch_size: int) -> list[Tensor]:
+    """The test phase: encode the test split once per distinct descriptor; each (descriptor, head)'s outputs.
 
-    Called last, after every choice is made; nothing it computes feeds back into a choice.
+    Called last, after every choice is made; nothing it computes feeds back into a choice. Outputs are the
+    heads' own (standardised targets for regression: :meth:`ProbeSetup.score` undoes that). Shape: (M, out_dim) each.
     """
     rows = torch.arange(len(setup.test_images), device=setup.device)
     cache: dict[tuple[float, ...], Tensor] = {}
-    scores = []
+    outputs = []
     for invariance, head in heads:
         key = tuple(invariance.tolist())
         if key not in cache:
             cache[key] = encode_all(encoder, setup.test_images, rows, invariance.to(setup.device), batch_size)
         with torch.no_grad():
-            scores.append(setup.score(head(cache[key]), setup.y_test))
-    return scores
+            outputs.append(head(cache[key]))
+    return outputs
+
+
+def score_test_split(encoder: nn.Module, setup: ProbeSetup, heads: Sequence[tuple[Tensor, Callable[[Tensor], Tensor]]],
+                batch_size: int) -> list[float]:
+    """The test phase (:func:`test_outputs`), scored: one test score per (descriptor, head)."""
+    return [setup.score(output, setup.y_test) for output in test_outputs(encoder, setup, heads, batch_size)]
 
 
 def make_result(method: str, setup: ProbeSetup, invariance: Tensor, score: float, val_score: float, start: float,
@@ -298,4 +308,5 @@ __all__ = [
     "make_result",
     "score_test_split",
     "split_train_val",
+    "test_outputs",
 ]

@@ -8,7 +8,10 @@ The probes (:mod:`core.downstream.probe`) and the baselines (:mod:`core.downstre
   early (the time-budgeted fine-tuning baseline).
 - :func:`head_sweep` is the sweep of a linear head, zero-initialised or warm-started, optionally together with
   the descriptor ``i = sigmoid(θ)``; θ has its own Adam parameter group without weight decay, so weight decay
-  (Adam's L2 term) applies to the head only.
+  (Adam's L2 term) applies to the head only. Optionally the head sees standardised features
+  (:class:`~core.downstream.standardize.FeatureStandardizer`), folded back into a plain linear head in the snapshot.
+
+A tqdm bar counts (configuration, epoch) pairs, so that a long sweep is never silent (``progress``).
 """
 
 from __future__ import annotations
@@ -22,8 +25,14 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from core.downstream.protocol import ProbeSetup, SweepOutcome, better
+from core.downstream.standardize import FeatureStandardizer
+
+
+def _nothing() -> None:
+    return None
 
 
 @dataclass
@@ -35,20 +44,24 @@ class TrainRun:
         validate: The validation score of the current state.
         snapshot: A copy of the state, kept if this (configuration, epoch) is selected.
         describe: Extra entries for the history (e.g. the current descriptor).
+        end_epoch: Called after each epoch's last step, before validation (e.g. to fix feature statistics).
     """
 
     step: Callable[[Tensor], float]
     validate: Callable[[], float]
     snapshot: Callable[[], dict[str, Any]]
     describe: Callable[[], dict[str, Any]] = dict
+    end_epoch: Callable[[], None] = _nothing
 
 
 def sweep(make_run: Callable[[float, float], TrainRun], lrs: Sequence[float], weight_decays: Sequence[float], *,
-          n_train: int, epochs: int, batch_size: int, seed: int, deadline: float | None = None) -> SweepOutcome:
+          n_train: int, epochs: int, batch_size: int, seed: int, deadline: float | None = None,
+          progress: bool | None = False, desc: str = "sweep") -> SweepOutcome:
     """Train every configuration for ``epochs`` and keep the (configuration, epoch) with the best validation score.
 
     Every configuration sees the same seeded batch order. Epoch 0 (before any step) is a candidate too.
-    ``deadline`` (a ``time.perf_counter()`` value) is shared evenly across configurations.
+    ``deadline`` (a ``time.perf_counter()`` value) is shared evenly across configurations. ``progress``: a tqdm
+    bar over (configuration, epoch) pairs named ``desc``; ``None`` shows it only on a terminal, ``False`` never.
 
     Raises:
         ValueError: On an empty sweep, a learning rate <= 0, a weight decay < 0 or ``epochs < 0``.
@@ -59,6 +72,8 @@ def sweep(make_run: Callable[[float, float], TrainRun], lrs: Sequence[float], we
     if int(epochs) < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}.")
     result, start = SweepOutcome(), time.perf_counter()
+    bar = tqdm(total=len(configs) * int(epochs), desc=desc, disable=None if progress is None else not progress,
+               leave=False)
     for k, (lr, wd) in enumerate(configs):
         run = make_run(float(lr), float(wd))
         config_deadline = None if deadline is None else start + (deadline - start) * (k + 1) / len(configs)
@@ -86,10 +101,15 @@ def sweep(make_run: Callable[[float, float], TrainRun], lrs: Sequence[float], we
                 losses.append(run.step(rows))
             if losses:
                 result.epochs_run += 1
+                run.end_epoch()
                 consider(epoch, sum(losses) / len(losses))
+                bar.set_postfix(lr=lr, wd=wd, val=f"{result.history[-1]['val_score']:.3f}", refresh=False)
+            bar.update(1)
             if out_of_time:  # this configuration's share is spent; the next one still gets its own
                 result.stopped_by_budget = True
+                bar.update(int(epochs) - epoch)
                 break
+    bar.close()
     return result
 
 
@@ -110,16 +130,28 @@ def state_copy(module: nn.Module) -> dict[str, Tensor]:
 def head_sweep(setup: ProbeSetup, train_features: Callable[[Tensor, Tensor], Tensor],
                val_features: Callable[[Tensor], Tensor], in_features: int, *, theta0: Tensor | None,
                invariance_lr: float, head_init: nn.Linear | None, lrs: Sequence[float],
-               weight_decays: Sequence[float], epochs: int, batch_size: int, seed: int) -> SweepOutcome:
+               weight_decays: Sequence[float], epochs: int, batch_size: int, seed: int,
+               standardize: bool = False, progress: bool | None = False, desc: str = "head sweep") -> SweepOutcome:
     """Sweep a linear head (and θ, when ``theta0`` is given) trained with Adam.
 
     ``train_features(rows, invariance)`` gives features of dataset rows (with the graph to ``invariance``);
     ``val_features(invariance)`` gives no-grad validation features. The snapshot holds ``"head"`` (a state
-    dict) and ``"invariance"`` (``sigmoid(θ)``, or an empty tensor without θ).
+    dict of a linear head on raw features) and ``"invariance"`` (``sigmoid(θ)``, or an empty tensor without θ).
+
+    With ``standardize`` the head is trained on standardised features (a
+    :class:`~core.downstream.standardize.FeatureStandardizer`: batch statistics in each step, the epoch's
+    statistics for validation) and the snapshot folds the statistics into the head; ``head_init`` must then be
+    ``None`` (it would be a head on raw features).
+
+    Raises:
+        ValueError: On ``standardize`` with a ``head_init``.
     """
+    if standardize and head_init is not None:
+        raise ValueError("head_sweep: standardize=True trains a zero-initialised head; pass head_init=None.")
 
     def make_run(lr: float, wd: float) -> TrainRun:
         head = linear_head(in_features, setup.out_dim, setup.device, head_init)
+        scaler = FeatureStandardizer(in_features).to(setup.device) if standardize else None
         groups: list[dict[str, Any]] = [{"params": list(head.parameters()), "lr": lr, "weight_decay": wd}]
         theta = None
         if theta0 is not None:  # the descriptor's own group: never decayed
@@ -130,9 +162,14 @@ def head_sweep(setup: ProbeSetup, train_features: Callable[[Tensor, Tensor], Ten
         def invariance() -> Tensor:
             return torch.sigmoid(theta) if theta is not None else torch.empty(0, device=setup.device)
 
+        def apply(features: Tensor, training: bool) -> Tensor:
+            if scaler is None:
+                return head(features)
+            return head(scaler.train(training)(features))
+
         def step(idx: Tensor) -> float:
             rows = setup.train_idx[idx.to(setup.device)]
-            loss = setup.loss(head(train_features(rows, invariance())), rows)
+            loss = setup.loss(apply(train_features(rows, invariance()), True), rows)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -140,18 +177,20 @@ def head_sweep(setup: ProbeSetup, train_features: Callable[[Tensor, Tensor], Ten
 
         @torch.no_grad()
         def validate() -> float:
-            return setup.val_score(head(val_features(invariance())))
+            return setup.val_score(apply(val_features(invariance()), False))
 
         def snapshot() -> dict[str, Any]:
-            return {"head": state_copy(head), "invariance": invariance().detach().clone()}
+            state = state_copy(head) if scaler is None else scaler.fold(head)
+            return {"head": state, "invariance": invariance().detach().clone()}
 
         def describe() -> dict[str, Any]:
             return {} if theta is None else {"invariance": invariance().tolist()}
 
-        return TrainRun(step, validate, snapshot, describe)
+        return TrainRun(step, validate, snapshot, describe, scaler.end_epoch if scaler is not None else _nothing)
 
     n_train = setup.train_idx.numel()
-    return sweep(make_run, lrs, weight_decays, n_train=n_train, epochs=epochs, batch_size=batch_size, seed=seed)
+    return sweep(make_run, lrs, weight_decays, n_train=n_train, epochs=epochs, batch_size=batch_size, seed=seed,
+                 progress=progress, desc=desc)
 
 
 __all__ = ["TrainRun", "head_sweep", "linear_head", "state_copy", "sweep"]

@@ -18,13 +18,17 @@ class PlantedEncoder(nn.Module):
     Inputs are ``(B, 3, D)``: channel 0 the class signal, channel 1 strong noise, channel 2 a tag (1 on test
     images) that only the call log reads. ``i[1]`` is connected to the output with a zero weight, so its gradient
     is exactly zero. The task is solvable only when ``w → 1``: the probe must move ``i[0]`` to the answer.
+    ``scale`` and ``offset`` (per feature dimension: ``offset · (1, 2, ..., D)``) make raw features badly
+    conditioned, like pooled ResNet features, without changing what a standardised head can learn.
     """
 
-    def __init__(self, answer: int, dim: int = 8) -> None:
+    def __init__(self, answer: int, dim: int = 8, scale: float = 1.0, offset: float = 0.0) -> None:
         super().__init__()
         self.space = SPACE
         self.num_features = dim
         self.answer = answer
+        self.scale = scale
+        self.register_buffer("offset", offset * torch.arange(1, dim + 1, dtype=torch.float32))
         self.register_buffer("anchor", torch.zeros(()))
         self.calls: list[tuple[int, int]] = []  # (test rows, all rows) per call
 
@@ -32,7 +36,7 @@ class PlantedEncoder(nn.Module):
         self.space.validate(invariance)
         self.calls.append((int(x[:, 2, 0].sum()), x.shape[0]))
         w = invariance[..., :1] if self.answer == 1 else 1 - invariance[..., :1]
-        return w * x[:, 0] + (1 - w) * x[:, 1] + 0.0 * invariance.sum()
+        return self.scale * (w * x[:, 0] + (1 - w) * x[:, 1]) + self.offset + 0.0 * invariance.sum()
 
 
 def planted_data(n, seed, dim=8, num_classes=4, test=False, regression=False):
