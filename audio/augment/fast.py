@@ -1,0 +1,232 @@
+"""The fast path: the seven factors on a batch of waveforms, vectorised, on any device.
+
+Shift, mask, fade and both noises run on the whole batch at once with per-example parameters. Pitch shift groups
+the batch by semitone and time stretch by rate: one batched phase vocoder (and, for pitch, one polyphase
+resampler) per group, so a batch of 128 needs at most 30 and 20 vocoder calls. Each example applies its active
+factors in its own random order: at position ``k`` of the orders, the examples are grouped by the factor they
+apply there.
+
+Noise comes from one ``torch.Generator`` per example seeded by :class:`~audio.augment.params.ViewParams`, so an
+example's view does not depend on the rest of its batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from fractions import Fraction
+
+import torch
+import torchaudio.functional as AF
+from torch import Tensor
+
+from audio.augment.params import FACTORS, FADE_SHAPES, AugmentSettings, ViewParams
+
+#: Phase-vocoder STFT (``shared/reference/audio-protocol.md`` D8): 512-point hann window, hop 128.
+VOCODER_N_FFT = 512
+VOCODER_HOP = 128
+#: Largest denominator of the rational resampling ratio of a pitch shift (error below 0.01 semitone).
+RESAMPLE_DENOMINATOR = 64
+
+
+def augment_batch(waves: Tensor, params: ViewParams, settings: AugmentSettings) -> Tensor:
+    """One view of a batch: every example's active factors in its own order.
+
+    Args:
+        waves: Z-normalised clips. Shape: (B, L).
+        params: One view's parameters for the B examples.
+        settings: Sample rate and ranges (the parameters already hold the draws).
+
+    Returns:
+        The augmented clips. Shape: (B, L).
+    """
+    if waves.ndim != 2 or waves.shape[0] != len(params):
+        raise ValueError(f"augment_batch expects waves (B, L) with B = {len(params)} parameter sets, got "
+                         f"{tuple(waves.shape)}")
+    out = waves.float().clone()
+    order = params.order.to(out.device)
+    active = params.active.to(out.device)
+    for position in range(len(FACTORS)):
+        factor_here = order[:, position]  # (B,)
+        on = active.gather(1, factor_here[:, None])[:, 0]  # (B,)
+        for j, name in enumerate(FACTORS):
+            index = torch.nonzero(on & (factor_here == j))[:, 0]
+            if index.numel() == 0:
+                continue
+            sub = params.select(index.cpu())
+            out[index] = _APPLY[name](out[index], sub, settings)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- per-factor ops
+def _rms(x: Tensor) -> Tensor:
+    """Root mean square per example. Shape: (G, L) -> (G, 1)."""
+    return x.pow(2).mean(dim=1, keepdim=True).sqrt()
+
+
+def _noise(seeds: Tensor, length: int, device: torch.device) -> Tensor:
+    """Unit Gaussian noise, one generator per example. Shape: (G,) -> (G, length)."""
+    rows = [torch.randn(length, generator=torch.Generator().manual_seed(int(s))) for s in seeds.tolist()]
+    return torch.stack(rows).to(device)
+
+
+def fade_envelope(length: int, fade_in: Tensor, fade_out: Tensor, shape: Tensor, device: torch.device) -> Tensor:
+    """torchaudio ``Fade``'s envelope, vectorised over examples with their own lengths and shapes.
+
+    Args:
+        length: Clip length L.
+        fade_in: Fade-in lengths in samples. Shape: (G,).
+        fade_out: Fade-out lengths in samples. Shape: (G,).
+        shape: Index into :data:`~audio.augment.params.FADE_SHAPES` (same curve for both sides). Shape: (G,).
+
+    Returns:
+        Gains in ``[0, 1]``. Shape: (G, L).
+    """
+    k = torch.arange(length, device=device, dtype=torch.float32)[None]  # (1, L)
+    n_in = fade_in.to(device, torch.float32)[:, None]
+    n_out = fade_out.to(device, torch.float32)[:, None]
+    # Fade-in sample k < n_in sits at t = k / (n_in - 1) of the curve (torch.linspace(0, 1, n_in)); fade-out
+    # sample j = k - (L - n_out) at t = 1 - j / (n_out - 1): the same curve read backwards. Outside the fades
+    # t = 1, where every curve but the logarithmic one is 1; the gain is set to exactly 1 there.
+    t_in = (k / (n_in - 1).clamp(min=1)).clamp(max=1)
+    t_out = (1 - (k - (length - n_out)) / (n_out - 1).clamp(min=1)).clamp(max=1)
+    t_out = torch.where(k >= length - n_out, t_out, torch.ones_like(t_out))
+    t_in = torch.where(k < n_in, t_in, torch.ones_like(t_in))
+    gain = torch.ones(len(shape), length, device=device)
+    for value in torch.unique(shape).tolist():
+        rows = torch.nonzero(shape.to(device) == value)[:, 0]
+        curve = _FADE_CURVES[FADE_SHAPES[value]]
+        a, b = t_in[rows], t_out[rows]
+        # Each side is clamped to [0, 1] before the product, as torchaudio does (the log curve exceeds 1 near t = 1).
+        gain[rows] = torch.where(a < 1, curve(a), 1.0).clamp(0, 1) * torch.where(b < 1, curve(b), 1.0).clamp(0, 1)
+    return gain
+
+
+#: torchaudio's fade-in curves at positions t in [0, 1].
+_FADE_CURVES: dict[str, Callable[[Tensor], Tensor]] = {
+    "linear": lambda t: t,
+    "logarithmic": lambda t: torch.log10(0.1 + t) + 1,
+    "exponential": lambda t: torch.pow(2.0, t - 1) * t,
+    "quarter_sine": lambda t: torch.sin(t * math.pi / 2),
+    "half_sine": lambda t: torch.sin(t * math.pi - math.pi / 2) / 2 + 0.5,
+}
+
+
+def _fade(x: Tensor, p: ViewParams, s: AugmentSettings) -> Tensor:
+    return x * fade_envelope(x.shape[1], p.fade_in, p.fade_out, p.fade_shape, x.device)
+
+
+def _white_noise(x: Tensor, p: ViewParams, s: AugmentSettings) -> Tensor:
+    scale = _rms(x) * torch.pow(10.0, -p.white_snr.to(x.device, torch.float32) / 20)[:, None]
+    return x + scale * _noise(p.noise_seed[:, 0], x.shape[1], x.device)
+
+
+def coloured_noise(white: Tensor, beta: Tensor) -> Tensor:
+    """Shape white noise to a power spectrum ``∝ f^-β`` at full length, unit RMS. Shape: (G, L), (G,) -> (G, L)."""
+    L = white.shape[1]
+    spec = torch.fft.rfft(white.double(), dim=1)  # (G, L//2 + 1)
+    freqs = torch.fft.rfftfreq(L, device=white.device, dtype=torch.float64)
+    freqs[0] = freqs[1]  # the DC bin is removed below; avoid 0 ** -x
+    gain = freqs[None].pow(-beta.to(white.device, torch.float64)[:, None] / 2)  # amplitude ∝ f^(-β/2)
+    gain[:, 0] = 0.0
+    noise = torch.fft.irfft(spec * gain, n=L, dim=1)
+    return (noise / _rms(noise).clamp(min=1e-12)).float()
+
+
+def _mixed_noise(x: Tensor, p: ViewParams, s: AugmentSettings) -> Tensor:
+    noise = coloured_noise(_noise(p.noise_seed[:, 1], x.shape[1], x.device), p.mixed_beta)
+    scale = _rms(x) * torch.pow(10.0, -p.mixed_snr.to(x.device, torch.float32) / 20)[:, None]
+    return x + scale * noise
+
+
+def _time_mask(x: Tensor, p: ViewParams, s: AugmentSettings) -> Tensor:
+    k = torch.arange(x.shape[1], device=x.device)[None]  # (1, L)
+    start = p.mask_start.to(x.device)[:, None]
+    inside = (k >= start) & (k < start + p.mask_width.to(x.device)[:, None])  # (G, L)
+    fill = s.mask_level * _rms(x) * _noise(p.noise_seed[:, 2], x.shape[1], x.device)
+    return torch.where(inside, fill, x)
+
+
+def _time_shift(x: Tensor, p: ViewParams, s: AugmentSettings) -> Tensor:
+    L = x.shape[1]
+    k = torch.arange(L, device=x.device)[None]
+    source = (k - p.shift.to(x.device)[:, None]) % L  # torch.roll semantics: out[t] = x[t - shift]
+    return x.gather(1, source)
+
+
+def _stft(x: Tensor) -> Tensor:
+    window = torch.hann_window(VOCODER_N_FFT, device=x.device)
+    return torch.stft(x, VOCODER_N_FFT, VOCODER_HOP, window=window, return_complex=True)  # (G, F, frames)
+
+
+def _istft(spec: Tensor, length: int) -> Tensor:
+    window = torch.hann_window(VOCODER_N_FFT, device=spec.device)
+    return torch.istft(spec, VOCODER_N_FFT, VOCODER_HOP, window=window, length=length)
+
+
+def vocoder_stretch(x: Tensor, rate: float, spec: Tensor | None = None) -> Tensor:
+    """Phase-vocoder time stretch: ``rate > 1`` is faster (shorter). Shape: (G, L) -> (G, round(L / rate)).
+
+    ``spec`` may pass ``x``'s STFT when it was computed already (grouped calls share one STFT).
+    """
+    spec = _stft(x) if spec is None else spec
+    advance = torch.linspace(0, math.pi * VOCODER_HOP, spec.shape[1], device=x.device)[:, None]  # (F, 1)
+    stretched = AF.phase_vocoder(spec, rate, advance)
+    return _istft(stretched, max(1, round(x.shape[1] / rate)))
+
+
+def fit_length(x: Tensor, length: int) -> Tensor:
+    """Crop to ``length`` (keep the start), or pad by tiling the signal (circular pad). Shape: (G, n) -> (G, length)."""
+    if x.shape[1] >= length:
+        return x[:, :length]
+    reps = -(-length // x.shape[1])
+    return x.repeat(1, reps)[:, :length]
+
+
+def _time_stretch(x: Tensor, p: ViewParams, s: AugmentSettings) -> Tensor:
+    out = x.clone()
+    rates = p.stretch_rate.to(x.device)
+    spec = _stft(x)  # (G, F, frames): one STFT for every group
+    for rate in torch.unique(rates).tolist():
+        if abs(rate - 1.0) < 1e-9:
+            continue
+        index = torch.nonzero(rates == rate)[:, 0]
+        out[index] = fit_length(vocoder_stretch(x[index], rate, spec[index]), x.shape[1])
+    return out
+
+
+def shift_pitch(x: Tensor, semitones: int, spec: Tensor | None = None) -> Tensor:
+    """Pitch shift by whole semitones, duration kept: stretch by ``a = 2^(n/12)``, then resample by ``1/a``.
+
+    The ratio is approximated by a fraction ``p/q`` with ``q <= 64`` (under 0.01 semitone off), so the polyphase
+    resampler stays small. ``spec`` may pass ``x``'s STFT. Shape: (G, L) -> (G, L).
+    """
+    if semitones == 0:
+        return x
+    ratio = Fraction(2.0 ** (semitones / 12)).limit_denominator(RESAMPLE_DENOMINATOR)
+    longer = vocoder_stretch(x, 1.0 / float(ratio), spec)  # (G, ~L·a): same pitch, a times longer
+    shifted = AF.resample(longer, ratio.numerator, ratio.denominator)  # (G, ~L): pitch times a
+    return fit_length(shifted, x.shape[1]) if shifted.shape[1] != x.shape[1] else shifted
+
+
+def _pitch_shift(x: Tensor, p: ViewParams, s: AugmentSettings) -> Tensor:
+    out = x.clone()
+    steps = p.semitones.to(x.device)
+    spec = _stft(x)  # (G, F, frames): one STFT for every group
+    for n in torch.unique(steps).tolist():
+        if n == 0:
+            continue
+        index = torch.nonzero(steps == n)[:, 0]
+        out[index] = shift_pitch(x[index], int(n), spec[index])
+    return out
+
+
+_APPLY: dict[str, Callable[[Tensor, ViewParams, AugmentSettings], Tensor]] = {
+    "pitch_shift": _pitch_shift,
+    "fade": _fade,
+    "white_noise": _white_noise,
+    "mixed_noise": _mixed_noise,
+    "time_mask": _time_mask,
+    "time_shift": _time_shift,
+    "time_stretch": _time_stretch,
+}

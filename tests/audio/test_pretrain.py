@@ -1,0 +1,113 @@
+"""``audio.pretrain`` end to end with tiny models: synthetic and fake FSD50K runs, resume, load_encoder, CLI."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from audio.pretrain import PretrainConfig, load_config, main
+from core import load_encoder
+from core.checkpoint import load_checkpoint
+from core.cli import ConfigError
+from tests.audio.fake_audio import make_fsd50k
+
+TINY = ["--model.width", "4", "--model.hidden_dim", "2", "--model.embed_dim", "4", "--data.n_mels", "32",
+        "--data.clip_seconds", "0.5", "--data.synthetic_size", "64", "--data.stats_clips", "16",
+        "--batch-size", "8", "--run.log_every", "1", "--workers", "0", "--run.progress", "false",
+        "--method.proj_hidden_dim", "32", "--method.proj_dim", "16", "--optim.warmup_steps", "2"]
+
+
+def tiny(tmp_path: Path, *extra: str) -> PretrainConfig:
+    return load_config([*TINY, "--output", str(tmp_path), *extra])
+
+
+def losses(output: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (output / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_twenty_steps_on_synthetic_audio_and_load_encoder_round_trip(tmp_path: Path, device: torch.device) -> None:
+    cfg = tiny(tmp_path, "--steps", "20", "--device", device.type)
+    summary = main(cfg)
+    trajectory = losses(tmp_path)
+    assert summary["step"] == 20 and len(trajectory) == 20 and np.isfinite(trajectory).all()
+    state = load_checkpoint(tmp_path)
+    assert state["encoder"]["factory"] == "audio.models:create_backbone"
+    mean, std = state["model"]["backbone.frontend.mean"], state["model"]["backbone.frontend.std"]
+    assert std > 1 and mean != 0  # the log-mel statistics of the pre-training data travel with the encoder
+    encoder = load_encoder(tmp_path, map_location=device)
+    assert encoder.frontend.std == std and encoder.frontend.n_mels == 32
+    wave = torch.randn(3, 8000, device=device)
+    invariance = encoder.space.descriptors[5].to(device)
+    from audio.pretrain import build_learner
+
+    learner, _ = build_learner(cfg, encoder.space)
+    learner.load_state_dict(state["model"])
+    reference = learner.backbone.to(device).eval()(wave, invariance)
+    torch.testing.assert_close(encoder(wave, invariance), reference)
+    assert json.loads((tmp_path / "data.json").read_text())["skipped"] == 0
+
+
+def test_twenty_steps_on_fake_fsd50k_with_a_corrupt_file(tmp_path: Path) -> None:
+    root = make_fsd50k(tmp_path / "fsd", durations={"1001": 0.7, "1002": 1.3, "1003": 0.4, "1004": 0.9,
+                                                      "2001": 0.5})
+    (root / "FSD50K.dev_audio" / "1004.wav").write_bytes(b"garbage")
+    cfg = tiny(tmp_path / "run", "--dataset", "fsd50k", "--data-root", str(root), "--cache-dir",
+               str(tmp_path / "cache"), "--data.split", "dev", "--data.clip_seconds", "0.5", "--data.n_mels",
+               "32", "--model.width", "4", "--model.hidden_dim", "2", "--batch-size", "2", "--steps", "20",
+               "--run.checkpoint_every", "100", "--run.log_every", "1", "--workers", "0")
+    assert cfg.data.dataset == "fsd50k" and cfg.run.output == str(tmp_path / "run")
+    with pytest.warns(UserWarning, match="1004.wav"):
+        summary = main(cfg)
+    assert summary["step"] == 20 and np.isfinite(losses(tmp_path / "run")).all()
+    report = json.loads((tmp_path / "run" / "data.json").read_text())
+    assert report["clips"] == 3 and report["skipped"] == 1 and "1004.wav" in report["skipped_files"][0][0]
+
+
+def test_kill_and_resume_is_bit_identical(tmp_path: Path) -> None:
+    args = ["--steps", "6", "--run.checkpoint_every", "3"]
+    main(tiny(tmp_path / "a", *args))
+
+    def kill_at_5(step: int, loss: float) -> None:
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        main(tiny(tmp_path / "b", *args), on_step=kill_at_5)
+    assert load_checkpoint(tmp_path / "b")["step"] == 3
+    main(tiny(tmp_path / "b", *args))
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+    a, b = load_checkpoint(tmp_path / "a")["model"], load_checkpoint(tmp_path / "b")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_recipes_aliases_and_config_errors(tmp_path: Path) -> None:
+    bare = load_config([])
+    assert (bare.data.dataset, bare.data.clip_seconds, bare.data.n_mels, bare.model.width) == ("synthetic", 1.0, 64,
+                                                                                                16)
+    real = load_config(["--dataset", "fsd50k", "--data-root", str(tmp_path)])
+    assert (real.data.clip_seconds, real.data.n_mels, real.data.n_fft, real.data.hop_length) == (5.0, 128, 1024, 512)
+    assert (real.model.width, real.model.hidden_dim, real.run.batch_size, real.run.steps) == (64, 32, 128, 28_700)
+    assert load_config(["--data.dataset=fsd50k", f"--data-root={tmp_path}", "--batch-size", "64"]).run.batch_size == 64
+    with pytest.raises(ConfigError, match="pass --data-root DIR"):
+        load_config(["--dataset", "fsd50k"])
+    with pytest.raises(ConfigError, match="unknown config key 'model.widht'"):
+        load_config(["--model.widht", "8"])
+    with pytest.raises(ConfigError, match="data.dataset"):
+        load_config(["--dataset", "audioset"])
+
+
+def test_command_line(tmp_path: Path) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "audio.pretrain", *args], capture_output=True, text=True,
+                              timeout=120)
+
+    helped = run("--help")
+    assert helped.returncode == 0 and "--data.n_mels" in helped.stdout and "--data-root" in helped.stdout
+    no_root = run("--dataset", "fsd50k")
+    assert no_root.returncode == 2 and "pass --data-root DIR" in no_root.stderr
+    missing = run("--dataset", "fsd50k", "--data-root", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o"))
+    assert missing.returncode == 1 and "FSD50K.dev_audio" in missing.stderr and "Traceback" not in missing.stderr
