@@ -90,9 +90,12 @@ def _tensors(module: nn.Module) -> dict[str, torch.Tensor]:
     out, seen = {}, set()
     for name, tensor in module.state_dict().items():
         tensor = tensor.detach().cpu().contiguous()
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
-        out[name] = tensor.clone() if key in seen else tensor
-        seen.add(key)
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() in seen or storage.nbytes() != tensor.numel() * tensor.element_size():
+            tensor = tensor.clone()  # a view into shared or larger memory: its own copy
+            storage = tensor.untyped_storage()
+        seen.add(storage.data_ptr())
+        out[name] = tensor
     return out
 
 

@@ -234,6 +234,51 @@ def test_load_encoder_round_trips_without_the_checkpoint(tmp_path: Path, method:
     assert (tmp_path / "momentum_encoder.safetensors").exists() == (method == "mocov2")
 
 
+class SequenceBackbone(torch.nn.Module):
+    """A non-image backbone: 1-D signals (B, 1, T), descriptor-scaled Conv1d, BatchNorm1d over (B, C, T)."""
+
+    num_features = 6
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv1d(1, 6, 5, padding=2, bias=False)
+        self.film = torch.nn.Linear(len(GROUPS.names), 6)
+        self.bn = torch.nn.BatchNorm1d(6)
+
+    def forward(self, x: torch.Tensor, invariance: torch.Tensor) -> torch.Tensor:
+        """Shape: (B, 1, T), (A,) -> (B, 6)."""
+        h = self.conv(x) * (1 + self.film(invariance)).unsqueeze(-1)  # (B, 6, T)
+        return torch.relu(self.bn(h)).mean(dim=-1)
+
+
+class Signals(Dataset):
+    """Random 1-D signals of 32 samples; a view adds descriptor-scaled noise."""
+
+    def __len__(self) -> int:
+        return 32
+
+    def __getitem__(self, key: tuple[int, int, int]) -> dict:
+        index, invariance_id, seed = key
+        g = torch.Generator().manual_seed(seed)
+        base = torch.randn(1, 32, generator=torch.Generator().manual_seed(index))
+        views = [base + 0.3 * torch.randn(1, 32, generator=g) for _ in range(2)]
+        return {"view0": views[0], "view1": views[1], "invariance_id": invariance_id}
+
+
+@pytest.mark.parametrize("method", ["simclr", "mocov2"])
+def test_engine_trains_a_backbone_of_another_modality(tmp_path: Path, device: torch.device, method: str) -> None:
+    torch.manual_seed(0)
+    kwargs = {"queue_size": 16, "bn_groups": 2} if method == "mocov2" else {}
+    learner = create_learner(method, SequenceBackbone(), GROUPS, proj_hidden_dim=8, proj_dim=4, **kwargs)
+    before = [p.detach().clone() for p in learner.backbone.parameters()]
+    run = RunConfig(output=str(tmp_path), steps=4, batch_size=8, num_workers=0, progress=False, device=str(device))
+    summary = pretrain(learner, Signals(), run=run, optim=OptimConfig(lr=1e-2, warmup_steps=1),
+                       method=MethodConfig(name=method), config={}, encoder_spec={"factory": "none", "name": None})
+    assert summary["step"] == 4 and summary["loss"] is not None
+    assert any(not torch.equal(a, b.cpu()) for a, b in zip(before, learner.backbone.parameters(), strict=True))
+    assert (tmp_path / "encoder.safetensors").is_file() and (tmp_path / "checkpoint.pt").is_file()
+
+
 def _ddp_worker(rank: int, port: int, output: str, result_dir: str) -> None:
     import os
 
