@@ -4,6 +4,8 @@
 - :mod:`~core.pretrain.losses`, :mod:`~core.pretrain.queues`, :mod:`~core.pretrain.heads`: NT-Xent / InfoNCE /
   MoCo-v3 losses, per-descriptor key queues, projection and prediction heads.
 - :mod:`~core.pretrain.learners`: SimCLR, MoCo-v2 and MoCo-v3 conditioned on the step's descriptor.
+- :mod:`~core.pretrain.shuffle_bn`: MoCo-v2's shuffle-BN (split BatchNorm, transposed key groups across ranks).
+- :mod:`~core.pretrain.optim`: weight decay by parameter role, fused AdamW / SGD.
 - :mod:`~core.pretrain.schedules`, :mod:`~core.pretrain.engine`: per-step schedules and the training loop.
 """
 

@@ -106,6 +106,14 @@ def test_one_directional_loss_by_default_symmetric_on_request(device: torch.devi
     torch.testing.assert_close(learner.queues.queue[0, :16], torch.cat([k1, k0]))
 
 
+def test_default_groups_hold_at_least_16_samples_where_the_batch_allows(device: torch.device) -> None:
+    learner = make_moco(device, bn_groups=None)
+    chosen = {batch: learner.local_bn_groups(batch) for batch in (4, 27, 32, 50, 128, 256, 1024)}
+    assert chosen == {4: 2, 27: 3, 32: 2, 50: 2, 128: 8, 256: 8, 1024: 8}  # 50: 3 does not divide it
+    with pytest.raises(ValueError, match="at least 2 BatchNorm groups"):
+        learner.local_bn_groups(7)  # a prime batch splits into no equal groups
+
+
 def test_too_few_groups_or_samples_per_group_are_clear_errors(device: torch.device) -> None:
     x = torch.randn(8, 3, 8, 8, device=device)
     with pytest.raises(ValueError, match="at least 2 BatchNorm groups"):
