@@ -39,8 +39,9 @@ class MethodConfig(StrictModel):
                                   "batch (all ranks; max(1, bn_groups // world size) per rank). Queries are "
                                   "normalised in contiguous groups, keys in groups that take one sample from each "
                                   "query group in turn, so a key shares batch statistics with at most a 1/groups "
-                                  "share of its query's group. None: min(8, global batch // 16), at least 2 (groups "
-                                  "of >= 16 samples where the batch allows; 8 x 32 = MoCo's 8 GPUs at batch 256). "
+                                  "share of its query's group. None: up to min(8, global batch // 16) groups, at least "
+                                  "2, the largest such count dividing the batch (groups of >= 16 samples where the "
+                                  "batch allows; 8 x 32 = MoCo's 8 GPUs at batch 256). "
                                   "Smaller groups leak less but normalise with noisier statistics.")
     momentum: float = Field(0.99, ge=0, le=1, description="Initial EMA momentum of the key encoder (MoCo); "
                             "raised to momentum_final along a cosine.")
