@@ -144,7 +144,7 @@ def fewshot_routes(
     common = int(per_episode_episodes)
 
     # Fixed descriptors: one feature pass over the test inputs each, then every episode on cached features.
-    fixed, fixed_acc = {}, []
+    fixed, fixed_acc, fixed_entries = {}, [], []
     for point in tqdm(points, desc="fixed descriptors", disable=not progress):
         began, cpu = time.perf_counter(), time.process_time()
         feats = extract_features(encoder, x_test, point, batch_size=batch_size, transform=transform)  # (M, D)
@@ -153,6 +153,7 @@ def fewshot_routes(
         entry = summarize_route(space, acc, point, time.perf_counter() - began, paired=_paired(acc, common),
                                 cpu_time_s=time.process_time() - cpu)
         fixed[entry["descriptor"]] = entry
+        fixed_entries.append(entry)
 
     # Per benchmark: the candidate with the best ridge accuracy on training episodes, then its test accuracy.
     began, cpu = time.perf_counter(), time.process_time()
@@ -162,10 +163,9 @@ def fewshot_routes(
         selection.append(float(features_episode_accuracy(feats, train_support, train_query,
                                                          classifier_kwargs=ridge).mean()))
     best = int(torch.tensor(selection).argmax())
-    chosen = str(space.descriptor(points[best]))
     # The test pass at the chosen point is the fixed route's: count its time, do not repeat it.
-    selection_time = time.perf_counter() - began + fixed[chosen]["wall_time_s"]
-    selection_cpu = time.process_time() - cpu + fixed[chosen]["cpu_time_s"]
+    selection_time = time.perf_counter() - began + fixed_entries[best]["wall_time_s"]
+    selection_cpu = time.process_time() - cpu + fixed_entries[best]["cpu_time_s"]
     per_benchmark = summarize_route(
         space, fixed_acc[best], points[best], selection_time, paired=_paired(fixed_acc[best], common),
         cpu_time_s=selection_cpu,
