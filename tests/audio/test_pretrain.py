@@ -87,7 +87,7 @@ def test_kill_and_resume_is_bit_identical(tmp_path: Path) -> None:
 def test_recipes_aliases_and_config_errors(tmp_path: Path) -> None:
     bare = load_config([])
     assert (bare.data.dataset, bare.data.clip_seconds, bare.data.n_mels, bare.model.width) == ("synthetic", 1.0, 64,
-                                                                                                16)
+                                                                                                32)
     real = load_config(["--dataset", "fsd50k", "--data-root", str(tmp_path)])
     assert (real.data.clip_seconds, real.data.n_mels, real.data.n_fft, real.data.hop_length) == (5.0, 128, 1024, 512)
     assert (real.model.width, real.model.hidden_dim, real.run.batch_size, real.run.steps) == (64, 32, 128, 28_700)
