@@ -2,7 +2,8 @@
 
 ``python -m vision.pretrain --config run.yaml --optim.lr 0.1 --method.name mocov2`` reads the file, applies the
 overrides (``--a.b value`` or ``--a.b=value``; dashes in names may be written as underscores or dashes), and
-validates the result with ``model_validate``. ``--help`` lists every field with its description and default.
+validates the result with ``model_validate``. ``--help`` lists every field with its description and default
+(``required`` for a field without one).
 An unknown key or an invalid value exits with status 2 and a message naming the key.
 """
 
@@ -95,7 +96,7 @@ def _merge(base: dict, override: dict) -> dict:
 
 
 def help_text(model: type[BaseModel], prog: str, prefix: str = "") -> str:
-    """Every field, dotted, with default and description."""
+    """Every field, dotted, with its default (or ``required``) and description."""
     lines = [f"usage: {prog} [--config FILE.json|yaml] [--section.key VALUE ...]", ""] if not prefix else []
     for name, field in model.model_fields.items():
         annotation = field.annotation
@@ -103,8 +104,10 @@ def help_text(model: type[BaseModel], prog: str, prefix: str = "") -> str:
             lines.append(f"{prefix}{name}:")
             lines.append(help_text(annotation, prog, prefix=f"{prefix}{name}."))
             continue
-        default = field.get_default(call_default_factory=True)
-        lines.append(f"  --{prefix}{name} (default: {default!r})")
+        if field.is_required():
+            lines.append(f"  --{prefix}{name} (required)")
+        else:
+            lines.append(f"  --{prefix}{name} (default: {field.get_default(call_default_factory=True)!r})")
         if field.description:
             lines.append(f"      {field.description}")
     return "\n".join(lines)

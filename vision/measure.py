@@ -28,6 +28,7 @@ import torch
 import torchvision.transforms.v2.functional as F
 from pydantic import Field
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from core import cli
 from core.checkpoint import CheckpointError, load_checkpoint, load_encoder
@@ -65,6 +66,7 @@ class MeasureConfig(StrictModel):
     batch_size: int = Field(500, ge=1, description="Images per encoder call.")
     seed: int = Field(0, description="Seed of the images and the factors' parameters.")
     device: str = Field("cpu", description="cpu or cuda.")
+    progress: bool = Field(True, description="Progress bars over descriptors, interpolation points and factors.")
     images: str | None = Field(None, description="Folder of images to measure (default: synthetic images).")
     sweep: Literal["random", "deterministic"] = Field("random", description="random: num_copies draws from the "
                                                       "training ranges; deterministic: fixed strengths per factor.")
@@ -130,14 +132,15 @@ def main(cfg: MeasureConfig) -> dict:
     group = sweep_scores if deterministic else dict
 
     results = {}
-    for invariance_id in range(len(space)):
+    for invariance_id in tqdm(range(len(space)), desc="descriptors", unit="descriptor", disable=not cfg.progress):
         descriptor = space[invariance_id]
         results[str(descriptor)] = group(measure_invariance(model, images, descriptor.tensor(device=cfg.device),
                                                             transforms, num_copies=copies, seed=cfg.seed,
-                                                            batch_size=cfg.batch_size))
+                                                            batch_size=cfg.batch_size, progress=cfg.progress))
     start, end = space.descriptors[0], space.descriptors[-1]
     curve = interpolation_curve(model, images, start.to(cfg.device), end.to(cfg.device), cfg.interpolation_steps,
-                                transforms, num_copies=copies, seed=cfg.seed, batch_size=cfg.batch_size)
+                                transforms, num_copies=copies, seed=cfg.seed, batch_size=cfg.batch_size,
+                                progress=cfg.progress)
     for point in curve:
         point["factors"] = group(point["factors"])
 

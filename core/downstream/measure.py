@@ -33,6 +33,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm import tqdm
 
 FactorTransform = Callable[[Tensor, torch.Generator], Tensor]
 _METRICS = ("cosine", "mahalanobis")
@@ -179,6 +180,7 @@ def measure_invariance(
     batch_size: int = 256,
     statistics: FeatureStatistics | None = None,
     ridge: float = 1e-3,
+    progress: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Per-factor invariance of an encoder at one descriptor.
 
@@ -197,6 +199,7 @@ def measure_invariance(
         batch_size: Inputs per encoder call.
         statistics: The standardised space; by default fitted on the clean features of ``images``.
         ridge: Covariance ridge used when ``statistics`` is fitted here.
+        progress: A tqdm bar over the factors (cleared when done).
 
     Returns:
         ``{factor: {"cosine": float, "mahalanobis": float}}``.
@@ -219,7 +222,8 @@ def measure_invariance(
             clean = _encode(encoder, images, descriptor, int(batch_size))
             stats = statistics if statistics is not None else FeatureStatistics.fit(clean, ridge=ridge)
             results = {}
-            for factor, transform in factor_transforms.items():
+            for factor, transform in tqdm(factor_transforms.items(), desc="factors", unit="factor",
+                                          disable=not progress, leave=False):
                 generator = torch.Generator().manual_seed(_factor_seed(seed, factor))
 
                 def copy(_: int, transform: FactorTransform = transform,
@@ -243,6 +247,7 @@ def interpolation_curve(
     seed: int = 0,
     batch_size: int = 256,
     ridge: float = 1e-3,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Invariance along the straight line ``(1 - t)·start + t·end`` between two descriptors.
 
@@ -260,6 +265,7 @@ def interpolation_curve(
         seed: Seed of the factors' generators.
         batch_size: Inputs per encoder call.
         ridge: Covariance ridge.
+        progress: tqdm bars over the points and, inside each, over the factors.
 
     Returns:
         One dict per point: ``{"t": float, "invariance": list[float], "factors": {factor: {"cosine",
@@ -271,10 +277,11 @@ def interpolation_curve(
     if int(steps) < 2:
         raise ValueError(f"interpolation_curve: steps must be >= 2, got {steps}.")
     curve = []
-    for t in torch.linspace(0.0, 1.0, int(steps)).tolist():
+    for t in tqdm(torch.linspace(0.0, 1.0, int(steps)).tolist(), desc="interpolation", unit="point",
+                  disable=not progress):
         point = (1.0 - t) * start_t + t * end_t  # (A,)
         factors = measure_invariance(encoder, images, point, factor_transforms, num_copies=num_copies,
-                                     seed=seed, batch_size=batch_size, ridge=ridge)
+                                     seed=seed, batch_size=batch_size, ridge=ridge, progress=progress)
         curve.append({"t": t, "invariance": point.tolist(), "factors": factors})
     return curve
 
@@ -320,7 +327,7 @@ def radar_plot(
     overlay: bool = True,
     title: str | None = None,
 ) -> Path:
-    """Write a radar (spider) plot of per-factor invariance as a PNG.
+    """Write a radar (spider) plot of per-factor invariance as a PNG (:func:`radar_figure`).
 
     Args:
         results_by_descriptor: ``{descriptor label: {factor: value}}``; a value may also be the
@@ -333,6 +340,16 @@ def radar_plot(
     Returns:
         ``path``.
     """
+    return _save(radar_figure(results_by_descriptor, metric, overlay, title), path)
+
+
+def radar_figure(
+    results_by_descriptor: Mapping[str, Mapping[str, float | Mapping[str, float]]],
+    metric: str = "cosine",
+    overlay: bool = True,
+    title: str | None = None,
+) -> Any:
+    """The matplotlib ``Figure`` of :func:`radar_plot` (arguments as there); the legend sits below the axes."""
     from matplotlib.figure import Figure
 
     if metric not in _METRICS:
@@ -359,10 +376,10 @@ def radar_plot(
         ax.set_xticklabels(factors)
         ax.set_ylim(*limits)
         ax.set_rlabel_position(180.0 / len(factors))  # radial labels between the first two factor axes
-    if overlay:
-        axes[0].legend(loc="upper right", bbox_to_anchor=(1.35, 1.12), fontsize="small")
+    if overlay:  # below the polar axes, clear of the factor labels (the saved figure grows to hold it)
+        axes[0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize="small")
     figure.suptitle(title or f"invariance ({metric})", y=1.0 if overlay else 1.08)
-    return _save(figure, path)
+    return figure
 
 
 def plot_interpolation(curve: Sequence[Mapping[str, Any]], path: str | Path, metric: str = "cosine",
@@ -400,5 +417,6 @@ __all__ = [
     "invariance_scores",
     "measure_invariance",
     "plot_interpolation",
+    "radar_figure",
     "radar_plot",
 ]

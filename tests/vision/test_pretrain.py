@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from core import load_encoder
 from core.cli import ConfigError, load
@@ -67,7 +68,7 @@ def test_config_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load(PretrainConfig, ["--config", str(tmp_path / "absent.yaml")])
     kept = load(PretrainConfig, ["--run.seed", "3"])
-    assert kept.run.output == "runs/vision-pretrain" and kept.run.steps == 450  # a flag keeps the recipe defaults
+    assert kept.run.output == "runs/vision-pretrain" and kept.run.steps == 150  # a flag keeps the recipe defaults
     (tmp_path / "run.yaml").write_text("optim:\n  lr: 0.5\nrun:\n  steps: 7\n")
     cfg = load(PretrainConfig, ["--config", str(tmp_path / "run.yaml"), "--run.steps", "9"])
     assert cfg.optim.lr == 0.5 and cfg.run.steps == 9  # flags override the file
@@ -84,3 +85,19 @@ def test_command_line_errors_exit_with_a_message(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "nowhere" in missing.stderr and "Traceback" not in missing.stderr
     helped = run("--help")
     assert helped.returncode == 0 and "--optim.lr" in helped.stdout and "--model.hidden_dim" in helped.stdout
+
+
+def test_image_folder_run_suggests_evaluating_on_its_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # The hint after an image-folder run used to suggest the synthetic shape task.
+    root = tmp_path / "my images"
+    generator = torch.Generator().manual_seed(0)
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        for j in range(8):
+            pixels = torch.randint(0, 256, (40, 40, 3), generator=generator, dtype=torch.uint8).numpy()
+            Image.fromarray(pixels).save(root / label / f"{j}.png")
+    cfg = tiny_config(tmp_path, "simclr", **{"data.dataset": "imagefolder", "data.data_root": str(root),
+                                             "run.steps": 2, "run.batch_size": 8})
+    main(cfg)
+    hint = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("Evaluate:"))
+    assert "synthetic" not in hint and f"'imagefolder:{root}'" in hint
