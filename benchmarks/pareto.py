@@ -18,6 +18,7 @@ inflated by other jobs, so they are only comparable within a run).
     python benchmarks/pareto.py --checkpoint runs/vision-pretrain
     python benchmarks/pareto.py            # first pre-trains benchmarks/results/pareto_run (150 steps)
     python benchmarks/pareto.py --quick    # smoke run: 20 pre-training steps, 200/100 images, 1-2 epochs
+    python benchmarks/pareto.py --replot benchmarks/results/pareto.json   # redraw pareto.png only
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=128, help="Examples per step.")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0 keeps torch's default).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of data, split and batch order.")
+    parser.add_argument("--replot", type=Path, help="Only redraw the PNG beside this results JSON.")
     parser.add_argument("--quick", action="store_true", help="Smoke run: 20 pre-training steps, 200/100 images, "
                         "2 probe epochs, 10 linear epochs, 1 fine-tuning epoch; writes pareto_quick.*.")
     args = parser.parse_args()
@@ -111,6 +113,7 @@ def pareto_front(points: dict[str, dict], cost: str) -> list[str]:
 def plot(results: dict[str, dict], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     figure = Figure(figsize=(10, 3.6 * len(results)))
     FigureCanvasAgg(figure)
@@ -127,6 +130,7 @@ def plot(results: dict[str, dict], path: Path) -> None:
             front = entry[f"front_{cost}"]
             ax.plot([points[n][cost] for n in front], [points[n]["score"] for n in front], "k--", lw=1, zorder=2)
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(label)
             ax.set_ylabel(f"{entry['metric']} (test)")
             ax.set_title(f"{task}: score vs {label}")
@@ -137,6 +141,9 @@ def plot(results: dict[str, dict], path: Path) -> None:
 
 def main() -> None:
     args = parse_args()
+    if args.replot is not None:
+        plot(json.loads(args.replot.read_text())["results"], args.replot.with_suffix(".png"))
+        return
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     run = pretrained_run(args)
