@@ -46,10 +46,16 @@ def augment_batch(waves: Tensor, params: ViewParams, settings: AugmentSettings) 
                          f"{tuple(waves.shape)}")
     out = waves.float().clone()
     order = params.order.to(out.device)
-    active = params.active.to(out.device)
-    for position in range(len(FACTORS)):
+    active = params.active.to(out.device).gather(1, order)  # (B, 7): is the factor at each position on?
+    # Move each example's active factors to the front, keeping their order: with the step's descriptor shared
+    # by the batch, position k then holds the k-th active factor of every example, and the pitch and stretch
+    # groups are not split by where the inactive factors happened to fall.
+    positions = torch.arange(len(FACTORS), device=out.device)
+    compact = torch.argsort((~active).long() * len(FACTORS) + positions, dim=1)  # (B, 7)
+    order, active = order.gather(1, compact), active.gather(1, compact)
+    for position in range(int(active.sum(1).max().item()) if len(params) else 0):
         factor_here = order[:, position]  # (B,)
-        on = active.gather(1, factor_here[:, None])[:, 0]  # (B,)
+        on = active[:, position]  # (B,)
         for j, name in enumerate(FACTORS):
             index = torch.nonzero(on & (factor_here == j))[:, 0]
             if index.numel() == 0:

@@ -111,3 +111,11 @@ def test_command_line(tmp_path: Path) -> None:
     assert no_root.returncode == 2 and "pass --data-root DIR" in no_root.stderr
     missing = run("--dataset", "fsd50k", "--data-root", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o"))
     assert missing.returncode == 1 and "FSD50K.dev_audio" in missing.stderr and "Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize("method", ["mocov2", "mocov3"])
+def test_moco_learners_run_on_audio(tmp_path: Path, method: str, device: torch.device) -> None:
+    cfg = tiny(tmp_path, "--steps", "4", "--method", method, "--method.queue_size", "16", "--method.pred_hidden_dim",
+               "16", "--device", device.type)
+    assert main(cfg)["step"] == 4 and np.isfinite(losses(tmp_path)).all()
+    assert load_encoder(tmp_path, momentum=True).num_features == 32  # the EMA encoder loads too (width 4 x 8)
