@@ -6,9 +6,10 @@
         --output runs/vision-pretrain/eval-shape.json
 
 Modes (SPEC §8):
-    - ``invariance``: the method's probe, by both routes: gradient descent on ``i = sigmoid(θ)`` with a linear head
-      through the frozen encoder, and the faster grid (cached features, closed-form ridge on validation) + refine
-      route. ``score`` is the gradient route's; both are in ``routes``.
+    - ``invariance``: the method's probe. ``--route gradient`` (default, the paper's method): gradient descent on
+      ``i = sigmoid(θ)`` from 0.5 with a linear head through the frozen encoder. ``--route grid_refine``: a grid of
+      descriptors (cached features, closed-form ridge on validation) + a short gradient refinement. ``--route
+      both`` runs the two; ``score`` is then the gradient route's and both are in ``routes``.
     - ``linear``: a linear readout at a fixed descriptor (``--invariance``, default all factors on).
     - ``finetune``: fine-tune the last ``--last_k_stages`` stages and a head at the fixed descriptor;
       ``--time_budget_s`` gives the same-wall-clock variant.
@@ -31,6 +32,7 @@ from typing import Literal
 
 import torch
 from pydantic import Field
+from tqdm import tqdm
 
 from core import cli
 from core.checkpoint import CheckpointError, load_checkpoint, load_encoder
@@ -39,8 +41,14 @@ from core.downstream import ProbeResult, descriptor_grid, extract_features, grid
 from core.downstream.baselines import finetune, linear_probe
 from core.downstream.bound import descriptor_count, head_bound
 from core.downstream.fewshot_routes import fewshot_routes
+from core.downstream.probe import PROBE_EPOCHS, PROBE_INVARIANCE_LR, PROBE_LRS, PROBE_WEIGHT_DECAYS
 from core.invariance import InvarianceDescriptor, InvarianceSpace, quantize
 from vision.tasks import TaskData, load_task
+
+#: Sweep of the linear-readout and fine-tuning baselines (the invariance probe's comes from core.downstream.probe).
+BASELINE_EPOCHS = 20
+BASELINE_LRS = (1e-3, 1e-2)
+BASELINE_WEIGHT_DECAYS = (0.0, 1e-4)
 
 
 class EvaluateConfig(StrictModel):
@@ -52,12 +60,21 @@ class EvaluateConfig(StrictModel):
     data_root: str | None = Field(None, description="Folder of torchvision's CIFAR files (cifar10/cifar100).")
     num_train: int = Field(2000, ge=10, description="Training images (validation is carved from them).")
     num_test: int = Field(1000, ge=10, description="Test images, touched once.")
-    epochs: int = Field(20, ge=1, description="Probe epochs per sweep configuration (linear readout: 5x).")
+    route: Literal["gradient", "grid_refine", "both"] = Field(
+        "gradient", description="Invariance mode: gradient (i and head by gradient from i = 0.5, the paper's "
+        "method), grid_refine (grid of descriptors + gradient refinement), or both.")
+    epochs: int | None = Field(None, ge=1, description=f"Probe epochs per sweep configuration; default "
+                               f"{PROBE_EPOCHS} for the invariance probe (benchmarks/probe_convergence.py), "
+                               f"{BASELINE_EPOCHS} for finetune, 5x that for the linear readout.")
     refine_epochs: int = Field(5, ge=0, description="Gradient epochs after the grid in the grid + refine route.")
-    invariance_lr: float = Field(0.05, gt=0, description="Adam step on θ; i moves ~this much in logit per step.")
+    invariance_lr: float = Field(PROBE_INVARIANCE_LR, gt=0, description="Adam step on θ; i moves ~this much in "
+                                 "logit per step.")
     batch_size: int = Field(256, ge=1, description="Images per step.")
-    lrs: list[float] = Field([1e-3, 1e-2], description="Head learning rates swept (selected on validation).")
-    weight_decays: list[float] = Field([0.0, 1e-4], description="Head weight decays swept (never on θ).")
+    lrs: list[float] | None = Field(None, description=f"Head learning rates swept (selected on validation); default "
+                                    f"{list(PROBE_LRS)} for the invariance probe, {list(BASELINE_LRS)} otherwise.")
+    weight_decays: list[float] | None = Field(None, description=f"Head weight decays swept (never on θ); default "
+                                              f"{list(PROBE_WEIGHT_DECAYS)} for the invariance probe, "
+                                              f"{list(BASELINE_WEIGHT_DECAYS)} otherwise.")
     invariance: str = Field("all", description="Fixed descriptor for linear/finetune: 'all' (every factor on) or "
                             "'name=value,...' (missing factors are 0).")
     last_k_stages: int = Field(1, ge=1, description="Stages fine-tuned from the end (finetune mode).")
@@ -75,6 +92,7 @@ class EvaluateConfig(StrictModel):
     ridge_lam: float = Field(1.0, gt=0, description="Ridge penalty of the few-shot head (L2-normalised features).")
     seed: int = Field(0, description="Seed of the data, splits and episodes.")
     device: str = Field("cpu", description="cpu or cuda.")
+    progress: bool = Field(True, description="Progress bars over the stages, the probes' epochs and feature passes.")
 
 
 def parse_invariance(text: str, space: InvarianceSpace) -> InvarianceDescriptor:
@@ -120,6 +138,34 @@ def run_fewshot(encoder: torch.nn.Module, data: TaskData, cfg: EvaluateConfig) -
     }
 
 
+def features_with_progress(encoder: torch.nn.Module, images: torch.Tensor, invariance: torch.Tensor,
+                           batch_size: int, progress: bool, desc: str) -> torch.Tensor:
+    """:func:`extract_features` batch by batch under a tqdm bar. Shape: (N, C, H, W) -> (N, D)."""
+    rows = torch.arange(images.shape[0]).split(batch_size)
+    return torch.cat([extract_features(encoder, images[chunk], invariance, batch_size=batch_size)
+                      for chunk in tqdm(rows, desc=desc, unit="batch", disable=not progress, leave=False)])
+
+
+def sweep_settings(cfg: EvaluateConfig) -> dict:
+    """Epochs, learning rates and weight decays of the mode: the config's, or the mode's defaults."""
+    probe = cfg.mode == "invariance"
+    return {"epochs": cfg.epochs or (PROBE_EPOCHS if probe else BASELINE_EPOCHS),
+            "lrs": list(cfg.lrs or (PROBE_LRS if probe else BASELINE_LRS)),
+            "weight_decays": list(cfg.weight_decays if cfg.weight_decays is not None
+                                  else PROBE_WEIGHT_DECAYS if probe else BASELINE_WEIGHT_DECAYS)}
+
+
+def stage_names(cfg: EvaluateConfig) -> list[str]:
+    """The stages :func:`main` reports progress over, in order."""
+    if cfg.mode == "invariance":
+        routes = ["gradient route", "grid + refine route"]
+        work = routes if cfg.route == "both" else [routes[cfg.route == "grid_refine"]]
+    else:
+        work = [{"linear": "linear readout", "finetune": "fine-tuning", "fewshot": "few-shot episodes"}[cfg.mode]]
+    bound = ["bound"] if cfg.mode in ("invariance", "linear") else []
+    return ["load encoder", "data", *work, *bound]
+
+
 def bound_report(encoder: torch.nn.Module, data: TaskData, result: ProbeResult, cfg: EvaluateConfig,
                  learned: bool) -> dict | None:
     """Theorem 5.1 for the selected head on all training images (validation included: it made choices too).
@@ -134,7 +180,8 @@ def bound_report(encoder: torch.nn.Module, data: TaskData, result: ProbeResult, 
     invariance = torch.tensor(result.invariance)
     if learned:
         invariance = quantize(invariance, bits)
-    features = extract_features(encoder, data.x_train, invariance, batch_size=cfg.batch_size)  # (N, D)
+    features = features_with_progress(encoder, data.x_train, invariance, cfg.batch_size, cfg.progress,
+                                      desc="bound: features")  # (N, D)
     count = descriptor_count(space.dim, bits) if learned else 1
     out = head_bound(features, data.y_train.to(features.device), result.head, count)
     return out | {"descriptor": str(space.descriptor(invariance)), "quantized_bits": bits if learned else None}
@@ -142,32 +189,55 @@ def bound_report(encoder: torch.nn.Module, data: TaskData, result: ProbeResult, 
 
 def main(cfg: EvaluateConfig) -> dict:
     """Evaluate one task in one mode and write the JSON report; returns it."""
+    names = iter(stage_names(cfg))
+    stages = tqdm(total=len(stage_names(cfg)), desc="evaluate", unit="stage", disable=not cfg.progress)
+    started: list[str] = []
+
+    def begin() -> None:  # count the finished stage, name the next
+        stages.update(1 if started else 0)
+        started.append(next(names))
+        stages.set_postfix_str(started[-1], refresh=True)
+
+    begin()
     state = load_checkpoint(cfg.checkpoint)
     image_size = int(state["config"].get("data", {}).get("image_size", 32))
     encoder = load_encoder(cfg.checkpoint, map_location=cfg.device)
     space = encoder.space
+    begin()
     data = load_task(cfg.task, image_size, space, data_root=cfg.data_root, num_train=cfg.num_train,
                      num_test=cfg.num_test, seed=cfg.seed)
+    sweep = sweep_settings(cfg)
     common = {"task": data.kind, "metric": data.metric, "batch_size": cfg.batch_size, "seed": cfg.seed,
               "device": cfg.device, "num_classes": data.num_outputs if data.kind == "classification" else None,
-              "lrs": cfg.lrs, "weight_decays": cfg.weight_decays}
+              "lrs": sweep["lrs"], "weight_decays": sweep["weight_decays"]}
     args = (encoder, data.x_train, data.y_train, data.x_test, data.y_test)
 
     report: dict = {"task": cfg.task, "mode": cfg.mode, "checkpoint": cfg.checkpoint, "metric": data.metric,
                     "space": list(space.names), "num_train": len(data.x_train), "num_test": len(data.x_test)}
     if cfg.mode == "invariance":
-        gradient = invariance_probe(*args, epochs=cfg.epochs, invariance_lr=cfg.invariance_lr, bits=cfg.bits,
-                                    **common)
-        grid = grid_refine_probe(*args, refine_epochs=cfg.refine_epochs, invariance_lr=cfg.invariance_lr,
-                                 bits=cfg.bits, **common)
-        main_result = gradient
-        report["routes"] = {"gradient": gradient.to_dict(), "grid_refine": grid.to_dict()}
+        routes = {}
+        if cfg.route in ("gradient", "both"):
+            begin()
+            routes["gradient"] = invariance_probe(*args, epochs=sweep["epochs"], invariance_lr=cfg.invariance_lr,
+                                                  bits=cfg.bits, progress=cfg.progress, **common)
+        if cfg.route in ("grid_refine", "both"):
+            begin()
+            routes["grid_refine"] = grid_refine_probe(*args, refine_epochs=cfg.refine_epochs,
+                                                      invariance_lr=cfg.invariance_lr, bits=cfg.bits,
+                                                      progress=cfg.progress, **common)
+        report["route"] = "gradient" if cfg.route == "both" else cfg.route
+        main_result = routes[report["route"]]
+        report["routes"] = {name: result.to_dict() for name, result in routes.items()}
     elif cfg.mode == "linear":
-        main_result = linear_probe(*args, parse_invariance(cfg.invariance, space), epochs=5 * cfg.epochs, **common)
+        begin()
+        main_result = linear_probe(*args, parse_invariance(cfg.invariance, space), epochs=5 * sweep["epochs"],
+                                   **common)
     elif cfg.mode == "finetune":
+        begin()
         main_result = finetune(*args, parse_invariance(cfg.invariance, space), last_k_stages=cfg.last_k_stages,
-                               time_budget_s=cfg.time_budget_s, epochs=cfg.epochs, **common)
+                               time_budget_s=cfg.time_budget_s, epochs=sweep["epochs"], **common)
     else:
+        begin()
         report |= run_fewshot(encoder, data, cfg)
         main_result = None
     if main_result is not None:
@@ -178,14 +248,18 @@ def main(cfg: EvaluateConfig) -> dict:
                    "wall_time_s": main_result.wall_time_s, "trained_params": main_result.trained_params}
         report.setdefault("routes", {cfg.mode: main_result.to_dict()})
         if cfg.mode != "finetune":  # the bound is about a linear head on frozen features
+            begin()
             report["bound"] = bound_report(encoder, data, main_result, cfg, learned=cfg.mode == "invariance")
+    stages.update(1)
+    stages.close()
 
     out = Path(cfg.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{cfg.task} [{cfg.mode}]: {data.metric} = {report['score']:.4f} at {report['descriptor']} "
+    route = f", {report['route']} route" if "route" in report else ""
+    print(f"{cfg.task} [{cfg.mode}{route}]: {data.metric} = {report['score']:.4f} at {report['descriptor']} "
           f"({report['wall_time_s']:.1f} s, {report['trained_params']} trained parameters) -> {out}")
-    if "routes" in report and "grid_refine" in report["routes"]:
+    if report.get("route") == "gradient" and "grid_refine" in report["routes"]:
         g = report["routes"]["grid_refine"]
         print(f"  grid + refine route: {g['score']:.4f} at {g['descriptor']} ({g['wall_time_s']:.1f} s)")
     if report.get("bound"):

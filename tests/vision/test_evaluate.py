@@ -1,13 +1,17 @@
 """``vision.evaluate`` and ``vision.measure`` on a tiny pre-trained checkpoint."""
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from core.cli import load
+from core.cli import help_text, load
+from core.downstream.measure import radar_figure
+from core.downstream.probe import PROBE_EPOCHS, PROBE_INVARIANCE_LR, PROBE_LRS, PROBE_WEIGHT_DECAYS
 from vision import evaluate, measure
-from vision.pretrain import PretrainConfig
+from vision.pretrain import DataConfig, PretrainConfig, evaluate_hint
 from vision.pretrain import main as pretrain_main
 
 
@@ -32,13 +36,14 @@ def evaluate_args(run_dir: Path, task: str, mode: str, **extra: str) -> evaluate
 
 @pytest.mark.parametrize("task", ["synthetic:shape", "synthetic:color", "synthetic:position", "synthetic:mirror"])
 def test_invariance_mode_reports_every_synthetic_task(run_dir: Path, task: str) -> None:
-    report = evaluate.main(evaluate_args(run_dir, task, "invariance"))
+    report = evaluate.main(evaluate_args(run_dir, task, "invariance", route="both", progress="false"))
     saved = json.loads((run_dir / "invariance.json").read_text())
     assert saved["task"] == task and saved["score"] == report["score"]
     assert saved["metric"] == ("r2" if task.endswith("position") else "top1")
     assert set(saved["invariance"]) == {"spatial", "appearance"}
     assert all(0.0 < v < 1.0 for v in saved["invariance"].values())
-    assert set(saved["routes"]) == {"gradient", "grid_refine"}
+    assert set(saved["routes"]) == {"gradient", "grid_refine"} and saved["route"] == "gradient"
+    assert saved["score"] == saved["routes"]["gradient"]["score"]
     assert set(saved["routes"]["grid_refine"]["stages"]) == {"grid", "refine"}
     assert saved["trained_params"] > 2 and saved["wall_time_s"] > 0 and set(saved["quantized"]) == {"1", "2"}
     if task.endswith("position"):
@@ -74,14 +79,99 @@ def test_evaluate_errors(run_dir: Path) -> None:
         evaluate.main(evaluate_args(run_dir, "synthetic:position", "fewshot"))
 
 
-def test_measure_writes_table_and_plots(run_dir: Path) -> None:
+def test_measure_writes_table_and_plots(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
     out = run_dir / "measure"
     cfg = load(measure.MeasureConfig, ["--checkpoint", str(run_dir), "--output", str(out), "--num_images", "32",
                                        "--num_copies", "2", "--interpolation_steps", "2"])
     report = measure.main(cfg)
+    bars = capsys.readouterr().err
+    assert "descriptors" in bars and "interpolation" in bars and "factors" in bars
     assert set(report["results"]) == {"spatial=1.00 appearance=0.00", "spatial=0.00 appearance=1.00",
                                       "spatial=1.00 appearance=1.00"}
     for factors in report["results"].values():
         assert set(factors) == {"crop", "color", "grayscale", "blur", "flip"}
     for name in ("measure.json", "table.md", "radar.png", "interpolation.png"):
         assert (out / name).stat().st_size > 100
+
+
+def _refuse(*args: object, **kwargs: object) -> None:
+    raise AssertionError("this route should not run")
+
+
+def test_invariance_mode_runs_one_route_by_default(run_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    # The bare command used to run both routes (four sweep configurations each) in silence.
+    cfg = load(evaluate.EvaluateConfig, ["--checkpoint", str(run_dir), "--output", str(run_dir / "bare.json")])
+    assert cfg.route == "gradient" and cfg.task == "synthetic:shape" and cfg.mode == "invariance" and cfg.progress
+    assert evaluate.sweep_settings(cfg) == {"epochs": PROBE_EPOCHS, "lrs": list(PROBE_LRS),
+                                            "weight_decays": list(PROBE_WEIGHT_DECAYS)}
+    assert cfg.invariance_lr == PROBE_INVARIANCE_LR
+    baseline = evaluate.sweep_settings(cfg.model_copy(update={"mode": "linear"}))
+    assert baseline["lrs"] == list(evaluate.BASELINE_LRS) and baseline["epochs"] == evaluate.BASELINE_EPOCHS
+
+    monkeypatch.setattr(evaluate, "grid_refine_probe", _refuse)
+    report = evaluate.main(evaluate_args(run_dir, "synthetic:color", "invariance"))
+    assert report["route"] == "gradient" and set(report["routes"]) == {"gradient"}
+    bars = capsys.readouterr().err  # tqdm bars: the stages by name, and the bound's feature pass
+    for stage in ("evaluate", "load encoder", "data", "gradient route", "bound", "bound: features"):
+        assert stage in bars, stage
+    assert "grid + refine" not in bars
+
+    monkeypatch.undo()
+    monkeypatch.setattr(evaluate, "invariance_probe", _refuse)
+    report = evaluate.main(evaluate_args(run_dir, "synthetic:color", "invariance", route="grid_refine",
+                                         progress="false"))
+    assert report["route"] == "grid_refine" and set(report["routes"]) == {"grid_refine"}
+    assert report["score"] == report["routes"]["grid_refine"]["score"]
+    assert capsys.readouterr().err == ""  # --progress false: no bars
+
+
+def test_stage_names_follow_mode_and_route(run_dir: Path) -> None:
+    def names(mode: str, **extra: str) -> list[str]:
+        return evaluate.stage_names(evaluate_args(run_dir, "synthetic:shape", mode, **extra))
+
+    assert names("invariance") == ["load encoder", "data", "gradient route", "bound"]
+    assert names("invariance", route="both")[2:4] == ["gradient route", "grid + refine route"]
+    assert names("finetune") == ["load encoder", "data", "fine-tuning"]
+
+
+def test_help_says_required_not_pydantic_undefined() -> None:
+    text = help_text(evaluate.EvaluateConfig, "python -m vision.evaluate")
+    assert "PydanticUndefined" not in text
+    assert "--checkpoint (required)" in text and "--output (required)" in text
+    assert "--route (default: 'gradient')" in text and "--task (default: 'synthetic:shape')" in text
+    assert "PydanticUndefined" not in help_text(measure.MeasureConfig, "python -m vision.measure")
+
+
+def test_evaluate_hint_names_the_pretraining_data() -> None:
+    hint = evaluate_hint(DataConfig(dataset="imagefolder", data_root="/data/my images"), "runs/x")
+    assert "synthetic" not in hint and "'imagefolder:/data/my images'" in hint
+    assert shlex.split(hint)[shlex.split(hint).index("--task") + 1] == "imagefolder:/data/my images"
+    hint = evaluate_hint(DataConfig(dataset="cifar10", data_root="/data/cifar"), "runs/x")
+    assert "--task cifar10 --data_root /data/cifar" in hint
+    assert "--task synthetic:shape" in evaluate_hint(DataConfig(), "runs/x")
+
+
+def test_printed_evaluate_hint_runs(run_dir: Path) -> None:
+    argv = shlex.split(evaluate_hint(DataConfig(), str(run_dir)))
+    assert argv[:3] == ["python", "-m", "vision.evaluate"]
+    small = ["--num_train", "120", "--num_test", "60", "--epochs", "2", "--batch_size", "64", "--progress", "false"]
+    report = evaluate.main(load(evaluate.EvaluateConfig, argv[3:] + small))
+    assert report["task"] == "synthetic:shape" and report["route"] == "gradient"
+    assert Path(argv[argv.index("--output") + 1]).is_file()
+
+
+def test_radar_legend_leaves_the_factor_labels_readable() -> None:
+    # The legend used to sit over the top right of the polar axes, covering a factor's label.
+    descriptors = ["spatial=1.00 appearance=0.00", "spatial=0.00 appearance=1.00", "spatial=1.00 appearance=1.00"]
+    for factors in (["crop", "color", "grayscale", "blur", "flip"], ["crop", "color", "grayscale", "flip"]):
+        results = {d: {f: 0.1 + 0.15 * j for j, f in enumerate(factors)} for d in descriptors}
+        figure = radar_figure(results, title="t")
+        renderer = FigureCanvasAgg(figure).get_renderer()
+        figure.draw(renderer)
+        ax = figure.axes[0]
+        legend = ax.get_legend().get_window_extent(renderer)
+        labels = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()]
+        assert len(labels) == len(factors)
+        assert not any(legend.overlaps(label) for label in labels)
+        assert not legend.overlaps(ax.get_window_extent(renderer))
