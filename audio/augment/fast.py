@@ -190,18 +190,18 @@ def phase_vocoder(spec: Tensor, rate: float) -> Tensor:
     alpha = (steps - low).to(spec.real.dtype)  # (N',)
     advance = torch.linspace(0, math.pi * VOCODER_HOP, spec.shape[-2], device=spec.device,
                              dtype=spec.real.dtype)[:, None]  # (F, 1): expected advance per hop of each bin
-    magnitude = F.pad(spec.abs(), [0, 2])  # (G, F, N + 2)
-    phase = F.pad(spec.angle(), [0, 2])
+    padded = F.pad(spec, [0, 2])  # (G, F, N + 2)
+    magnitude, phase = padded.abs(), padded.angle()
     deviation = phase[..., 1:] - phase[..., :-1] - advance
-    increment = advance + deviation - 2 * math.pi * torch.round(deviation / (2 * math.pi))  # (G, F, N + 1)
+    increment = advance + torch.remainder(deviation + math.pi, 2 * math.pi) - math.pi  # (G, F, N + 1), wrapped
     edge = min(VOCODER_N_FFT // (2 * VOCODER_HOP), frames - 1)
     start = phase[..., :1]
     if edge > 0:
         increment[..., :edge] = increment[..., edge:edge + 1]
         start = phase[..., edge:edge + 1] - edge * increment[..., edge:edge + 1]
-    taken = increment[..., low]  # (G, F, N')
-    accumulated = start + torch.cumsum(F.pad(taken[..., :-1], [1, 0]), dim=-1)
-    scaled = (1 - alpha) * magnitude[..., low] + alpha * magnitude[..., low + 1]
+    taken = increment.index_select(-1, low[:-1])  # (G, F, N' - 1): index_select is far cheaper than [..., low]
+    accumulated = torch.cat([start, start + torch.cumsum(taken, dim=-1)], dim=-1)  # (G, F, N')
+    scaled = torch.lerp(magnitude.index_select(-1, low), magnitude.index_select(-1, low + 1), alpha)
     return torch.polar(scaled, accumulated)
 
 

@@ -123,16 +123,26 @@ class SyntheticTones(Dataset):
         vibrato = 2.0 ** (timbre.vibrato / 12 * np.sin(2 * np.pi * 5.5 * np.clip(local, 0, None)))
         phase_base = 2 * np.pi * f0 * np.cumsum(vibrato) / sr  # integrated instantaneous frequency of f0
         note = np.zeros(n)
+        first = int(np.argmax(on)) if on.any() else n  # the note is silent before its onset
         for ratio, amp in zip(timbre.ratios, timbre.amplitudes, strict=True):
             if ratio * f0 > 0.45 * sr:
                 continue
-            note += amp * np.sin(ratio * phase_base + rng.uniform(0, 2 * np.pi))
+            partial = (ratio * phase_base[first:] + rng.uniform(0, 2 * np.pi)).astype(np.float32)
+            note[first:] += amp * np.sin(partial)  # float32 sine: 1e-3 rad phase error after 1e4 rad, 2x faster
         attack = np.clip(local / timbre.attack, 0, 1)
         decay = timbre.sustain + (1 - timbre.sustain) * np.exp(-np.clip(local - timbre.attack, 0, None) / timbre.decay)
         note *= np.where(on, attack * decay, 0.0) * 10 ** (f["loudness"] / 20) / max(sum(timbre.amplitudes), 1e-9)
         white = rng.standard_normal(n)
-        pink = np.cumsum(white) * 0.02  # leaky integration: a low-pass, pinkish background
-        pink -= np.convolve(pink, np.ones(256) / 256, mode="same")
+        pink = np.cumsum(white) * 0.02  # integrated noise, minus its 256-sample moving average: a pinkish band
+        pink -= _moving_average(pink, 256)
         noise = 0.5 * white + pink
         noise *= 10 ** (f["noise"] / 20) / max(noise.std(), 1e-12)
         return z_normalise(note + noise)
+
+
+def _moving_average(x: np.ndarray, width: int) -> np.ndarray:
+    """Centred moving average with zero padding (``np.convolve(x, ones(width) / width, "same")``), in O(n)."""
+    sums = np.concatenate([[0.0], np.cumsum(x)])
+    index = np.arange(len(x)) - width // 2
+    low, high = np.clip(index, 0, len(x)), np.clip(index + width, 0, len(x))
+    return (sums[high] - sums[low]) / width
