@@ -61,8 +61,8 @@ class MeasureConfig(StrictModel):
     checkpoint: str = Field(..., description="Pre-training run folder or its checkpoint.pt.")
     output: str = Field(..., description="Folder for measure.json, table.md, radar.png and interpolation.png.")
     num_images: int = Field(500, ge=8, description="Clean synthetic images measured (Ericsson et al.: 1000).")
-    num_copies: int = Field(4, ge=1, description="Augmented copies per image and factor (4 x 500 pairs per factor; "
-                            "on the default run, one thread: 8 took 99 CPU-seconds in all, 4 took 52).")
+    num_copies: int = Field(8, ge=1, description="Augmented copies per image and factor; each copy draws one set of "
+                            "factor parameters for all images, so fewer copies sample the factor's range coarsely.")
     interpolation_steps: int = Field(5, ge=2, description="Points on the line between two descriptors.")
     batch_size: int = Field(500, ge=1, description="Images per encoder call.")
     seed: int = Field(0, description="Seed of the images and the factors' parameters.")
@@ -132,16 +132,16 @@ def main(cfg: MeasureConfig) -> dict:
     copies = 1 if deterministic else cfg.num_copies
     group = sweep_scores if deterministic else dict
 
-    results = {}
+    raw = []  # per descriptor, before grouping: the interpolation's endpoints reuse the first and last
     for invariance_id in tqdm(range(len(space)), desc="descriptors", unit="descriptor", disable=not cfg.progress):
-        descriptor = space[invariance_id]
-        results[str(descriptor)] = group(measure_invariance(model, images, descriptor.tensor(device=cfg.device),
-                                                            transforms, num_copies=copies, seed=cfg.seed,
-                                                            batch_size=cfg.batch_size, progress=cfg.progress))
+        raw.append(measure_invariance(model, images, space[invariance_id].tensor(device=cfg.device), transforms,
+                                      num_copies=copies, seed=cfg.seed, batch_size=cfg.batch_size,
+                                      progress=cfg.progress))
+    results = {str(space[j]): group(factors) for j, factors in enumerate(raw)}
     start, end = space.descriptors[0], space.descriptors[-1]
     curve = interpolation_curve(model, images, start.to(cfg.device), end.to(cfg.device), cfg.interpolation_steps,
                                 transforms, num_copies=copies, seed=cfg.seed, batch_size=cfg.batch_size,
-                                progress=cfg.progress)
+                                progress=cfg.progress, endpoints=(raw[0], raw[-1]))
     for point in curve:
         point["factors"] = group(point["factors"])
 

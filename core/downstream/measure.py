@@ -248,6 +248,7 @@ def interpolation_curve(
     batch_size: int = 256,
     ridge: float = 1e-3,
     progress: bool = False,
+    endpoints: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Invariance along the straight line ``(1 - t)·start + t·end`` between two descriptors.
 
@@ -266,6 +267,9 @@ def interpolation_curve(
         batch_size: Inputs per encoder call.
         ridge: Covariance ridge.
         progress: tqdm bars over the points and, inside each, over the factors.
+        endpoints: :func:`measure_invariance` results at ``start`` and ``end`` made with the same images, factors,
+            copies, seed, batch size and ridge (e.g. while measuring each training descriptor); they are reused
+            for ``t = 0`` and ``t = 1`` instead of being measured again (the measurement is deterministic).
 
     Returns:
         One dict per point: ``{"t": float, "invariance": list[float], "factors": {factor: {"cosine",
@@ -277,9 +281,12 @@ def interpolation_curve(
     if int(steps) < 2:
         raise ValueError(f"interpolation_curve: steps must be >= 2, got {steps}.")
     curve = []
-    for t in tqdm(torch.linspace(0.0, 1.0, int(steps)).tolist(), desc="interpolation", unit="point",
-                  disable=not progress):
+    ts = torch.linspace(0.0, 1.0, int(steps)).tolist()
+    for j, t in enumerate(tqdm(ts, desc="interpolation", unit="point", disable=not progress)):
         point = (1.0 - t) * start_t + t * end_t  # (A,)
+        if endpoints is not None and j in (0, len(ts) - 1):
+            curve.append({"t": t, "invariance": point.tolist(), "factors": dict(endpoints[j > 0])})
+            continue
         factors = measure_invariance(encoder, images, point, factor_transforms, num_copies=num_copies,
                                      seed=seed, batch_size=batch_size, ridge=ridge, progress=progress)
         curve.append({"t": t, "invariance": point.tolist(), "factors": factors})

@@ -5,8 +5,10 @@ import shlex
 from pathlib import Path
 
 import pytest
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+from core.checkpoint import load_encoder
 from core.cli import help_text, load
 from core.downstream.measure import radar_figure
 from core.downstream.probe import PROBE_EPOCHS, PROBE_INVARIANCE_LR, PROBE_LRS, PROBE_WEIGHT_DECAYS
@@ -175,3 +177,34 @@ def test_radar_legend_leaves_the_factor_labels_readable() -> None:
         assert len(labels) == len(factors)
         assert not any(legend.overlaps(label) for label in labels)
         assert not legend.overlaps(ax.get_window_extent(renderer))
+
+
+def test_measure_reuses_the_descriptors_for_the_interpolation_endpoints(run_dir: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.downstream.measure as core_measure
+
+    calls = []
+    original = core_measure.measure_invariance
+
+    def counted(*args: object, **kwargs: object) -> dict:
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(core_measure, "measure_invariance", counted)
+    monkeypatch.setattr(measure, "measure_invariance", counted)
+    cfg = load(measure.MeasureConfig, ["--checkpoint", str(run_dir), "--output", str(run_dir / "m"), "--num_images",
+                                       "16", "--num_copies", "1", "--interpolation_steps", "3", "--progress", "false"])
+    report = measure.main(cfg)
+    assert len(calls) == 3 + 3 - 2  # three descriptors, one new interpolation point
+    first, last = list(report["results"].values())[0], list(report["results"].values())[-1]
+    assert report["interpolation"][0]["factors"] == first and report["interpolation"][-1]["factors"] == last
+    # Reuse is exact: measuring the endpoints again gives the same numbers.
+    encoder = measure.NormalizedEncoder(load_encoder(run_dir)).eval()
+    images = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    transforms = measure.factor_transforms(32)
+    space = encoder.encoder.space
+    start, end = space.descriptors[0], space.descriptors[-1]
+    fresh = core_measure.interpolation_curve(encoder, images, start, end, 2, transforms, num_copies=1, batch_size=8)
+    reused = core_measure.interpolation_curve(encoder, images, start, end, 2, transforms, num_copies=1, batch_size=8,
+                                              endpoints=(fresh[0]["factors"], fresh[1]["factors"]))
+    assert reused == fresh and len(calls) == 4 + 2
