@@ -185,8 +185,10 @@ def _reverse_gradient(encoder: nn.Module, x: Tensor, rows: Tensor, theta: Tensor
     theta = theta.detach().requires_grad_(True)
     features = encoder(x, torch.sigmoid(theta)[rows])  # (E·S, D)
     loss = loss_fn(features.view(*shape, -1))  # (E,)
-    (grad,) = torch.autograd.grad(loss.sum(), theta)
-    return grad, loss.detach()
+    if not loss.requires_grad:  # an encoder that ignores its descriptor (a plain baseline): nothing to learn
+        return torch.zeros_like(theta), loss.detach()
+    (grad,) = torch.autograd.grad(loss.sum(), theta, allow_unused=True)
+    return (torch.zeros_like(theta) if grad is None else grad), loss.detach()
 
 
 def _forward_gradient(encoder: nn.Module, x: Tensor, rows: Tensor, theta: Tensor, loss_fn: LossFn,
@@ -200,7 +202,8 @@ def _forward_gradient(encoder: nn.Module, x: Tensor, rows: Tensor, theta: Tensor
             direction[:, factor] = 1.0
             out = encoder(x, fwad.make_dual(invariance, direction))
             primal, tangent = fwad.unpack_dual(out)
-            tangents.append(tangent)
+            # No tangent: the encoder ignores its descriptor (a plain baseline), so ∂f/∂i = 0.
+            tangents.append(torch.zeros_like(primal) if tangent is None else tangent)
     jacobian = torch.stack(tangents, dim=-1)  # (E·S, D, A)
     theta = theta.detach().requires_grad_(True)
     moved = torch.sigmoid(theta)[rows]  # (E·S, A)

@@ -161,3 +161,17 @@ def test_per_episode_route_chunks_change_nothing_and_fixed_steps_zero_is_ridge(d
     features = encoder(x.to(device), torch.full((2,), 0.5, device=device))
     torch.testing.assert_close(acc, features_episode_accuracy(features, support, query))
     assert torch.equal(invariance, torch.full((6, 2), 0.5))
+
+
+def test_an_encoder_that_ignores_its_descriptor_keeps_i_at_the_start(device):
+    """A plain baseline has ∂f/∂i = 0: the learner must leave i where it started, not crash (forward or reverse)."""
+    torch.manual_seed(0)
+    from core.backbones.hyper_resnet import HyperResNet
+
+    encoder = HyperResNet(SPACE, depth=18, width=4, stem_kernel_size=3, stem_stride=1, stem_pool=False,
+                          conditioned=False).to(device)
+    x, y = image_data(40, seed=5)
+    support, _ = EpisodeSampler(y, 2, 2, 1, seed=0).sample(3)
+    labels = torch.tensor([0, 0, 1, 1]).expand(3, -1)
+    learned = learn_episode_invariance(encoder, x.to(device), support.flatten(1), labels, 2, steps=3, lr=0.2)
+    torch.testing.assert_close(learned.invariance, torch.full((3, 2), 0.5, device=device))
