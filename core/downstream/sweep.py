@@ -131,7 +131,8 @@ def head_sweep(setup: ProbeSetup, train_features: Callable[[Tensor, Tensor], Ten
                val_features: Callable[[Tensor], Tensor], in_features: int, *, theta0: Tensor | None,
                invariance_lr: float, head_init: nn.Linear | None, lrs: Sequence[float],
                weight_decays: Sequence[float], epochs: int, batch_size: int, seed: int,
-               standardize: bool = False, progress: bool | None = False, desc: str = "head sweep") -> SweepOutcome:
+               standardize: bool = False, feature_stats: tuple[Tensor, Tensor] | None = None,
+               progress: bool | None = False, desc: str = "head sweep") -> SweepOutcome:
     """Sweep a linear head (and θ, when ``theta0`` is given) trained with Adam.
 
     ``train_features(rows, invariance)`` gives features of dataset rows (with the graph to ``invariance``);
@@ -140,18 +141,21 @@ def head_sweep(setup: ProbeSetup, train_features: Callable[[Tensor, Tensor], Ten
 
     With ``standardize`` the head is trained on standardised features (a
     :class:`~core.downstream.standardize.FeatureStandardizer`: batch statistics in each step, the epoch's
-    statistics for validation) and the snapshot folds the statistics into the head; ``head_init`` must then be
-    ``None`` (it would be a head on raw features).
+    statistics for validation) and the snapshot folds the statistics into the head; a ``head_init`` is then a
+    head on standardised features, and ``feature_stats`` (mean, variance; shape (D,) each) the statistics it was
+    fitted with, used until the first epoch ends.
 
     Raises:
-        ValueError: On ``standardize`` with a ``head_init``.
+        ValueError: On ``feature_stats`` without ``standardize``.
     """
-    if standardize and head_init is not None:
-        raise ValueError("head_sweep: standardize=True trains a zero-initialised head; pass head_init=None.")
+    if feature_stats is not None and not standardize:
+        raise ValueError("head_sweep: feature_stats need standardize=True.")
 
     def make_run(lr: float, wd: float) -> TrainRun:
         head = linear_head(in_features, setup.out_dim, setup.device, head_init)
         scaler = FeatureStandardizer(in_features).to(setup.device) if standardize else None
+        if scaler is not None and feature_stats is not None:
+            scaler.set_statistics(*feature_stats)
         groups: list[dict[str, Any]] = [{"params": list(head.parameters()), "lr": lr, "weight_decay": wd}]
         theta = None
         if theta0 is not None:  # the descriptor's own group: never decayed

@@ -18,6 +18,7 @@ from core.downstream import (
 from core.downstream.baselines import linear_probe
 from core.downstream.bootstrap import bootstrap_ci, paired_bootstrap_ci
 from core.downstream.metrics import accuracy
+from core.downstream.ridge import RIDGE_LAMS, select_ridge
 from core.downstream.standardize import FeatureStandardizer
 from core.invariance import quantize
 from tests.core.downstream.probe_fixtures import FAST, PlantedEncoder, image_data, planted_data, tiny_resnet, tiny_vit
@@ -57,6 +58,24 @@ def test_old_settings_under_train_the_same_task(device):
     encoder, *data = _badly_scaled_task(device, 1)
     old = invariance_probe(encoder, *data, progress=False, **{**OLD_DEFAULTS, "lrs": (1e-2,), "weight_decays": (0.0,)})
     assert old.invariance[0] < 0.9 and old.score < 0.5
+
+
+def test_ridge_warm_start_is_the_closed_form_head_at_the_centre(device):
+    """Epoch 0 (before any step) is the ridge head on standardised features at i = 0.5, penalty on validation."""
+    encoder, *data = _badly_scaled_task(device, 1)
+    x_train, y_train = data[0], data[1]
+    result = invariance_probe(encoder, *data, epochs=0, bits=(), head_init="ridge", progress=False)
+    train, val = (i.to(device) for i in split_train_val(len(y_train), 0.2, 0, labels=y_train.cpu()))
+    features = extract_features(encoder, x_train, [0.5, 0.5])
+    mean, var = features[train].mean(0), features[train].var(0, correction=0)
+    z = (features - mean) / torch.sqrt(var + 1e-5)
+    ridge = select_ridge(z[train], torch.nn.functional.one_hot(y_train[train], 4).double(), z[val],
+                         lambda out: accuracy(out, y_train[val]), RIDGE_LAMS)
+    assert result.history[0]["val_score"] == pytest.approx(ridge.val_score) and ridge.val_score > 0.4
+    zero = invariance_probe(encoder, *data, epochs=0, bits=(), progress=False)  # the default
+    assert zero.history[0]["val_score"] == pytest.approx(float((y_train[val] == 0).float().mean()))  # argmax of 0s
+    with pytest.raises(ValueError, match="head_init"):
+        invariance_probe(encoder, *data, head_init="random")
 
 
 def test_quantized_scores_are_reported_for_1_2_3_bits_and_match_a_hand_check(device):
