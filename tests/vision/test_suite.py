@@ -99,3 +99,27 @@ def test_measure_on_an_image_folder_with_deterministic_sweeps(run_dir: Path, tmp
     assert set(scores["crop"]["sweep"]) == {f"{v:g}" for v in sweep_values(32)["crop"]}
     assert scores["crop"]["cosine"] == pytest.approx(np.mean([v["cosine"] for v in scores["crop"]["sweep"].values()]))
     assert (tmp_path / "m" / "table.md").read_text().startswith("| descriptor | crop | color")
+
+
+def test_suite_runs_fewshot_tasks_once_per_shot_count(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    root = tmp_path / "data"
+    for cls in ("healthy", "rust", "scab"):
+        for k in range(4):
+            (root / "plant_disease" / cls).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (9, 9), (60 * len(cls), 90, 30)).save(root / "plant_disease" / cls / f"{k}.png")
+    calls = []
+
+    def fake_evaluate(cfg: suite.SuiteConfig, task: str, mode: str, output: Path, **extra: int) -> dict:
+        calls.append((task, mode, output.name, extra))
+        return {"score": 0.5 + 0.1 * extra["k_shot"], "ci95": 0.01, "invariance": {"spatial": 0.3, "appearance": 0.7}}
+
+    monkeypatch.setattr(suite, "_evaluate", fake_evaluate)
+    cfg = load(suite.SuiteConfig, ["--checkpoint", str(run_dir), "--data-root", str(root), "--output",
+                                   str(tmp_path / "out"), "--tasks", "[plant_disease, fc100]", "--progress", "false"])
+    summary = suite.main(cfg)
+    assert summary["ran"] == ["plant_disease"] and summary["missing"] == ["fc100"]
+    assert calls == [(f"plant_disease:{root}", "fewshot", "plant_disease_5way1shot.json", {"k_shot": 1}),
+                     (f"plant_disease:{root}", "fewshot", "plant_disease_5way5shot.json", {"k_shot": 5})]
+    table = (tmp_path / "out" / "suite.md").read_text()
+    assert "| AI (per-episode i) | — | — | — | — | — | — | 60.00 ± 1.00 | 100.00 ± 1.00 |" in table
+    assert "| i: appearance | — | — | — | — | — | — | 0.70 | 0.70 |" in table
