@@ -35,7 +35,7 @@ from pydantic import Field
 from tqdm import tqdm
 
 from core import cli
-from core.checkpoint import CheckpointError, load_checkpoint, load_encoder
+from core.checkpoint import CheckpointError, load_encoder, load_run_config
 from core.config import StrictModel
 from core.downstream import ProbeResult, descriptor_grid, extract_features, grid_refine_probe, invariance_probe
 from core.downstream.baselines import finetune, linear_probe
@@ -199,8 +199,8 @@ def main(cfg: EvaluateConfig) -> dict:
         stages.set_postfix_str(started[-1], refresh=True)
 
     begin()
-    state = load_checkpoint(cfg.checkpoint)
-    image_size = int(state["config"].get("data", {}).get("image_size", 32))
+    # config.json only: evaluation never reads checkpoint.pt (optimiser state included) of a run that has it
+    image_size = int(load_run_config(cfg.checkpoint).get("data", {}).get("image_size", 32))
     encoder = load_encoder(cfg.checkpoint, map_location=cfg.device)
     space = encoder.space
     begin()

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from core import cli
-from core.checkpoint import CheckpointError, load_checkpoint, load_encoder
+from core.checkpoint import CheckpointError, load_encoder, load_run_config
 from core.config import StrictModel
 from core.downstream.measure import (
     FactorTransform,
@@ -116,8 +116,8 @@ class NormalizedEncoder(nn.Module):
 
 def main(cfg: MeasureConfig) -> dict:
     """Measure every training descriptor of a run; write the JSON, table and plots; return the results."""
-    state = load_checkpoint(cfg.checkpoint)
-    image_size = int(state["config"].get("data", {}).get("image_size", 32))
+    # config.json only: evaluation never reads checkpoint.pt (optimiser state included) of a run that has it
+    image_size = int(load_run_config(cfg.checkpoint).get("data", {}).get("image_size", 32))
     encoder = load_encoder(cfg.checkpoint, map_location=cfg.device)
     space = encoder.space
     model = NormalizedEncoder(encoder).to(cfg.device).eval()

@@ -212,3 +212,15 @@ def test_measure_reuses_the_descriptors_for_the_interpolation_endpoints(run_dir:
     reused = core_measure.interpolation_curve(encoder, images, start, end, 2, transforms, num_copies=1, batch_size=8,
                                               endpoints=(fresh[0]["factors"], fresh[1]["factors"]))
     assert reused == fresh and len(calls) == 4 + 2
+
+
+def test_evaluation_reads_the_encoder_files_not_the_checkpoint(run_dir: Path, tmp_path: Path) -> None:
+    """A run folder without checkpoint.pt (optimiser state) is enough: evaluation reads config.json and the encoder."""
+    import shutil
+
+    light = tmp_path / "encoder-only"
+    shutil.copytree(run_dir, light)
+    (light / "checkpoint.pt").unlink()
+    cfg = evaluate_args(light, "synthetic:color", "linear", invariance="spatial=1", progress="false")
+    report = evaluate.main(cfg)
+    assert report["mode"] == "linear" and 0.0 <= report["score"] <= 1.0
