@@ -60,11 +60,13 @@ class SuiteConfig(StrictModel):
                                     "entries need no files.")
     num_train: int = Field(1_000_000_000, ge=10, description="Cap on training images per task (seeded subset).")
     num_test: int = Field(1_000_000_000, ge=10, description="Cap on test images per task (seeded subset).")
-    epochs: int = Field(20, ge=1, description="Probe epochs per sweep configuration.")
-    refine_epochs: int = Field(5, ge=0, description="Gradient epochs of the grid + refine route.")
+    epochs: int | None = Field(None, ge=1, description="Probe epochs per configuration (default: vision.evaluate's).")
+    refine_epochs: int | None = Field(None, ge=0, description="Gradient epochs of the grid + refine route "
+                                      "(default: vision.evaluate's).")
     batch_size: int = Field(256, ge=1, description="Images per step.")
-    lrs: list[float] = Field([1e-3, 1e-2], description="Head learning rates swept.")
-    weight_decays: list[float] = Field([0.0, 1e-4], description="Head weight decays swept.")
+    lrs: list[float] | None = Field(None, description="Head learning rates swept (default: vision.evaluate's).")
+    weight_decays: list[float] | None = Field(None, description="Head weight decays swept (default: "
+                                              "vision.evaluate's).")
     n_way: int = Field(5, ge=2, description="Few-shot classes per episode.")
     k_shots: list[int] = Field([1, 5], description="Few-shot support examples per class (one run each).")
     episodes: int = Field(2000, ge=1, description="Few-shot test episodes.")
@@ -105,8 +107,10 @@ def _evaluate(cfg: SuiteConfig, task: str, mode: str, output: Path, **extra: Any
                "data_root": cfg.data_root, "num_train": cfg.num_train, "num_test": cfg.num_test,
                "epochs": cfg.epochs, "refine_epochs": cfg.refine_epochs, "batch_size": cfg.batch_size,
                "lrs": cfg.lrs, "weight_decays": cfg.weight_decays, "n_way": cfg.n_way, "episodes": cfg.episodes,
-               "n_query": cfg.n_query, "seed": cfg.seed, "device": cfg.device, **cfg.evaluate, **extra}
-    return evaluate.main(evaluate.EvaluateConfig(**options))
+               "n_query": cfg.n_query, "seed": cfg.seed, "device": cfg.device, "progress": cfg.progress}
+    fields = evaluate.EvaluateConfig.model_fields
+    options = {k: v for k, v in options.items() if v is not None and k in fields}  # unset: evaluate's defaults
+    return evaluate.main(evaluate.EvaluateConfig(**{**options, **cfg.evaluate, **extra}))
 
 
 def run_lowshot(encoder: torch.nn.Module, data: TaskData, cfg: SuiteConfig) -> dict:
