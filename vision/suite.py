@@ -37,7 +37,7 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from core import cli
-from core.checkpoint import CheckpointError, load_checkpoint, load_encoder
+from core.checkpoint import CheckpointError, load_encoder, load_run_config
 from core.config import StrictModel
 from core.downstream import descriptor_grid, extract_features
 from core.downstream.fewshot_regression import fewshot_regression
@@ -193,8 +193,7 @@ def main(cfg: SuiteConfig) -> dict:
     if missing:
         print(f"vision.suite: skipping {len(missing)} task(s) with no data under {cfg.data_root}: "
               f"{', '.join(missing)}")
-    state = load_checkpoint(cfg.checkpoint)
-    image_size = int(state["config"].get("data", {}).get("image_size", 32))
+    image_size = int(load_run_config(cfg.checkpoint).get("data", {}).get("image_size", 32))
     encoder = load_encoder(cfg.checkpoint, map_location=cfg.device)
     results: dict[str, dict] = {}
     failed: dict[str, str] = {}
