@@ -183,7 +183,7 @@ def main() -> None:
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="bare")
     parser.add_argument("--batches", type=int, default=8, help="fast-path batches")
     parser.add_argument("--reference-batches", type=int, default=3, help="reference-path batches (slow)")
-    parser.add_argument("--model-steps", type=int, default=5)
+    parser.add_argument("--model-steps", type=int, default=5, help="timed training steps (0 skips them)")
     parser.add_argument("--steps", type=int, default=40, help="end-to-end steps (0 skips it)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of this process")
@@ -207,8 +207,9 @@ def main() -> None:
     for row in factors:
         print(f"  {row['factor']:<13} fast {row['fast_clips_per_cpu_s']:8.1f}  reference "
               f"{row['reference_clips_per_cpu_s']:8.1f}  ({row['ratio']:.1f}x)", flush=True)
-    model = model_row(argv, device, args.model_steps)
-    print(f"model step {model['step_s']:.3f} s = {model['clips_per_s']:.1f} clips/s on {device}", flush=True)
+    model = model_row(argv, device, args.model_steps) if args.model_steps else None
+    if model:
+        print(f"model step {model['step_s']:.3f} s = {model['clips_per_s']:.1f} clips/s on {device}", flush=True)
     result = {
         "benchmark": "audio_augment_throughput", "recipe": args.recipe, "argv": argv,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
