@@ -62,8 +62,9 @@ from core.invariance import quantize
 #: Defaults of :func:`invariance_probe`, from ``benchmarks/probe_convergence.py`` and ``benchmarks/README.md``: on
 #: standardised features one head configuration suffices; θ needs a learning rate ten times the head's to leave 0.5
 #: within a few epochs (at 1e-2 it moved 0.01 per step, Adam's cap, on every task); a head lr of 5e-2 sent i the
-#: wrong way on mirror; at 10 epochs position and mirror were still improving, hence 20.
-PROBE_EPOCHS = 20
+#: wrong way on mirror; at 10 and 20 epochs mirror was still improving and below grid + refine, at 30 every
+#: synthetic task is within grid + refine's bootstrap interval.
+PROBE_EPOCHS = 30
 PROBE_LRS = (1e-2,)
 PROBE_WEIGHT_DECAYS = (0.0,)
 PROBE_INVARIANCE_LR = 0.1
