@@ -1,8 +1,8 @@
 """Amortised-invariance pre-training for images: ``python -m vision.pretrain``.
 
 The bare command pre-trains a small Hyper-ResNet18 with SimCLR on the embedded synthetic shapes (32 px) for 150
-steps (54 s wall, 101 CPU-seconds on two quiet cores of this project's machines), with a progress bar, and prints where its outputs are and how to
-evaluate them. Real runs change flags
+steps (54 s wall, 101 CPU-seconds on two quiet cores of this project's machines), with a progress bar, and prints
+where its outputs are and how to evaluate them. Real runs change flags
 or pass a JSON/YAML file::
 
     python -m vision.pretrain --model.backbone hyper_resnet50 --model.width 64 --model.hidden_dim 32 \\

@@ -193,7 +193,8 @@ def head_bound(features: Tensor, labels: Tensor, head: torch.nn.Linear, num_desc
                delta: float = 0.05, linear_empirical_loss: float | None = None) -> dict[str, Any]:
     """Theorem 5.1 for a trained linear classification head on the features it was trained on.
 
-    L̂ is the mean :func:`ramp_loss` of ``head(features)`` (1-Lipschitz in the logits, M = 1), X the largest norm of ``[f(x), 1]`` and B the
+    L̂ is the mean :func:`ramp_loss` of ``head(features)`` (1-Lipschitz in the logits, M = 1), X the largest
+    norm of ``[f(x), 1]`` and B the
     Frobenius norm of ``[W, b]``, both measured on the data, as is usual when a bound is evaluated after
     training (strictly, X and B must be fixed before seeing the data).
 
@@ -215,7 +216,8 @@ def head_bound(features: Tensor, labels: Tensor, head: torch.nn.Linear, num_desc
     b = weight_norm(head.weight, head.bias)
     result = generalisation_bound(loss, features.shape[0], head.weight.shape[0], x, b, 1.0, num_descriptors,
                                   delta=delta, linear_empirical_loss=linear_empirical_loss)
-    return result | {"feature_norm_X": x, "weight_norm_B": b, "loss": "ramp (margin √2, 1-Lipschitz in the logits), M = 1"}
+    loss_name = "ramp (margin √2, 1-Lipschitz in the logits), M = 1"
+    return result | {"feature_norm_X": x, "weight_norm_B": b, "loss": loss_name}
 
 
 __all__ = ["descriptor_count", "feature_norm", "generalisation_bound", "head_bound", "ramp_loss", "weight_norm"]
