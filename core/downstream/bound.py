@@ -194,9 +194,8 @@ def head_bound(features: Tensor, labels: Tensor, head: torch.nn.Linear, num_desc
     """Theorem 5.1 for a trained linear classification head on the features it was trained on.
 
     L̂ is the mean :func:`ramp_loss` of ``head(features)`` (1-Lipschitz in the logits, M = 1), X the largest
-    norm of ``[f(x), 1]`` and B the
-    Frobenius norm of ``[W, b]``, both measured on the data, as is usual when a bound is evaluated after
-    training (strictly, X and B must be fixed before seeing the data).
+    norm of ``[f(x), 1]`` and B the Frobenius norm of ``[W, b]``, both measured on the data, as is usual when a
+    bound is evaluated after training (strictly, X and B must be fixed before seeing the data).
 
     Args:
         features: The training features at the chosen descriptor. Shape: (N, D).
