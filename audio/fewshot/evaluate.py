@@ -50,7 +50,8 @@ class FewShotConfig(StrictModel):
     steps: int = Field(20, ge=0, description="Adam steps on each episode's θ (per-episode route).")
     lr: float = Field(0.1, gt=0, description="Adam step on θ.")
     lam: float = Field(1.0, gt=0, description="Ridge (and logistic) penalty on L2-normalised features.")
-    classifiers: str = Field("ridge", description="Heads of the fixed and per-benchmark routes: ridge,logistic.")
+    classifiers: str = Field("ridge", description="Heads of the fixed and per-benchmark routes, comma-separated: "
+                             "ridge, logistic, nearest_centroid.")
     invariance: str = Field("all", description="Fixed descriptors, ';'-separated: 'all' (every factor on: plain "
                             "SimCLR's invariances) or 'name=value,...' (missing factors 0).")
     selection_episodes: int = Field(200, ge=1, description="Training-class episodes the per-benchmark i is "

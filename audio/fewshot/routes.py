@@ -24,9 +24,10 @@ from audio.fewshot.sources import ChunkStore
 from audio.fewshot.vote import chunk_vote
 from core.downstream.episode_invariance import DEFAULT_LR, DEFAULT_STEPS, episode_logits, learn_episode_invariance
 from core.downstream.features import frozen, resolve_device
-from core.downstream.fewshot import logistic_classifier, ridge_classifier
+from core.downstream.fewshot import logistic_classifier, nearest_centroid_classifier, ridge_classifier
 
-CLASSIFIERS = {"ridge": ridge_classifier, "logistic": logistic_classifier}
+CLASSIFIERS = {"ridge": ridge_classifier, "logistic": logistic_classifier,
+               "nearest_centroid": nearest_centroid_classifier}
 
 
 @torch.no_grad()
@@ -77,7 +78,7 @@ def fixed_route_accuracy(features: Tensor, support: Tensor, queries: QueryChunks
         support: Support chunk of each (episode, way, shot). Shape: (E, n_way, k_shot).
         queries: Every query chunk of each episode (:func:`~audio.fewshot.episodes.query_chunks`).
         n_query: Query clips per way.
-        classifier: ``ridge`` or ``logistic`` (``core.downstream.fewshot``).
+        classifier: ``ridge``, ``logistic`` or ``nearest_centroid`` (``core.downstream.fewshot``).
         lam: The classifier's penalty.
         block: Episodes per classifier call (memory only; no effect on the result).
 
@@ -93,8 +94,9 @@ def fixed_route_accuracy(features: Tensor, support: Tensor, queries: QueryChunks
     for s in range(0, episodes, int(block)):
         sup = support[s:s + block].reshape(-1, n_way * k_shot).to(feats.device)  # (e, S)
         e = sup.shape[0]
+        penalty = {} if classifier == "nearest_centroid" else {"lam": lam}  # the centroid classifier has none
         logits = CLASSIFIERS[classifier](feats[sup], labels.expand(e, -1), feats[queries.chunks[s:s + block]
-                                         .to(feats.device)], n_way, lam=lam, normalize=False)  # (e, C, n_way)
+                                         .to(feats.device)], n_way, normalize=False, **penalty)  # (e, C, n_way)
         out.append(vote_accuracy(logits, queries.owner[s:s + block], n_way, n_query))
     return torch.cat(out)
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-_CLASSIFIERS = ("ridge", "logistic")
+_CLASSIFIERS = ("ridge", "logistic", "nearest_centroid")
 # Largest number of random keys the sampler draws at once; bounds its memory whatever num_episodes is.
 _MAX_KEYS_PER_DRAW = 1 << 22
 
@@ -364,9 +364,48 @@ def confidence_interval(acc: Tensor | np.ndarray | Sequence[float], z: float = 1
     return mean, z * std / math.sqrt(values.numel())
 
 
+def nearest_centroid_classifier(
+    support: Tensor,
+    support_labels: Tensor,
+    query: Tensor,
+    n_way: int,
+    normalize: bool = True,
+) -> Tensor:
+    """Nearest class mean (prototype) classifier, batched over episodes; no parameters, no penalty.
+
+    Each way's centroid is the mean of its support features; a query's score for a way is minus its squared
+    Euclidean distance to that centroid, so ``argmax`` picks the nearest centroid.
+
+    Args:
+        support: Support features. Shape: (E, S, D).
+        support_labels: Way of each support example, in ``[0, n_way)``; every way needs one. Shape: (E, S).
+        query: Query features. Shape: (E, Q, D).
+        n_way: Number of classes per episode.
+        normalize: L2-normalise every feature vector first (cosine geometry).
+
+    Returns:
+        Query scores. Shape: (E, Q, n_way).
+
+    Raises:
+        ValueError: On inconsistent shapes, labels outside ``[0, n_way)``, or a way without support.
+    """
+    _check_episode_batch(support, support_labels, query, n_way, "nearest_centroid_classifier")
+    if normalize:
+        support, query = F.normalize(support, dim=-1), F.normalize(query, dim=-1)
+    members = F.one_hot(support_labels.long(), n_way).to(support.dtype)  # (E, S, n_way)
+    counts = members.sum(dim=1)  # (E, n_way)
+    if bool((counts == 0).any()):
+        raise ValueError("nearest_centroid_classifier: every way needs at least one support example.")
+    centroids = members.transpose(1, 2) @ support / counts.unsqueeze(-1)  # (E, n_way, D)
+    squared = (query.square().sum(-1, keepdim=True) - 2 * query @ centroids.transpose(1, 2)
+               + centroids.square().sum(-1).unsqueeze(1))  # (E, Q, n_way)
+    return -squared
+
+
 _CLASSIFIER_FNS: dict[str, Callable[..., Tensor]] = {
     "ridge": ridge_classifier,
     "logistic": logistic_classifier,
+    "nearest_centroid": nearest_centroid_classifier,
 }
 
 
@@ -386,7 +425,8 @@ def features_episode_accuracy(
         support_idx: Dataset rows, way-major as :meth:`EpisodeSampler.sample` gives them (way ``j`` has label
             ``j``). Shape: (E, n_way, k_shot).
         query_idx: Shape: (E, n_way, n_query).
-        classifier: ``"ridge"`` (:func:`ridge_classifier`) or ``"logistic"`` (:func:`logistic_classifier`).
+        classifier: ``"ridge"`` (:func:`ridge_classifier`), ``"logistic"`` (:func:`logistic_classifier`) or
+            ``"nearest_centroid"`` (:func:`nearest_centroid_classifier`).
         chunk: Episodes per classifier call; bounds memory at about ``chunk·n_way·(k_shot+n_query)·D`` floats
             and does not change the result.
         classifier_kwargs: Extra keyword arguments of the classifier (``lam``, ``normalize``, ...).
@@ -450,7 +490,8 @@ def evaluate_episodes(
         k_shot: Support examples per class.
         n_query: Query examples per class.
         num_episodes: E, the number of episodes (the paper uses 2,000; MetaAudio 10,000).
-        classifier: ``"ridge"`` (:func:`ridge_classifier`) or ``"logistic"`` (:func:`logistic_classifier`).
+        classifier: ``"ridge"`` (:func:`ridge_classifier`), ``"logistic"`` (:func:`logistic_classifier`) or
+            ``"nearest_centroid"`` (:func:`nearest_centroid_classifier`).
         seed: Seed of the episode sampler; the same seed gives the same episodes.
         chunk: Episodes per classifier call (see :func:`features_episode_accuracy`).
         classifier_kwargs: Extra keyword arguments of the classifier (``lam``, ``normalize``, ...).
@@ -499,5 +540,6 @@ __all__ = [
     "evaluate_episodes",
     "features_episode_accuracy",
     "logistic_classifier",
+    "nearest_centroid_classifier",
     "ridge_classifier",
 ]

@@ -137,10 +137,10 @@ def test_end_to_end_fake_esc50(tmp_path, write_wav):
         csv.writer(fh).writerows([["filename", "fold", "target", "category", "esc10", "src_file", "take"], *rows])
     run = _checkpoint(tmp_path / "run", "hyper_resnet18")
     cfg = FewShotConfig(checkpoint=run, dataset="esc50", data_root=str(root), output=str(tmp_path / "esc.json"),
-                        train_clips_per_class=2, classifiers="ridge,logistic", **_FAST)
+                        train_clips_per_class=2, classifiers="ridge,logistic,nearest_centroid", **_FAST)
     report = main(cfg)
     _check_report(report, tmp_path / "esc.json")
     assert report["split"] == {"source": "ESC_paper_splits.npy", "train": 35, "val": 5, "test": 10}
     assert report["protocol"]["test_classes"] == 10 and report["protocol"]["test_clips"] == 20
     assert report["protocol"]["chunk_seconds"] == 5.0 and report["dropped_classes"] == {}
-    assert set(next(iter(report["routes"]["fixed"].values()))) == {"ridge", "logistic"}
+    assert set(next(iter(report["routes"]["fixed"].values()))) == {"ridge", "logistic", "nearest_centroid"}

@@ -14,6 +14,7 @@ from core.downstream.fewshot import (
     evaluate_episodes,
     features_episode_accuracy,
     logistic_classifier,
+    nearest_centroid_classifier,
     ridge_classifier,
 )
 
@@ -171,7 +172,7 @@ def test_episode_accuracy():
     assert episode_accuracy(logits, torch.tensor([[0, 1, 1]])).tolist() == pytest.approx([2 / 3])
 
 
-@pytest.mark.parametrize("classifier", ["ridge", "logistic"])
+@pytest.mark.parametrize("classifier", ["ridge", "logistic", "nearest_centroid"])
 def test_evaluate_episodes(classifier):
     g = torch.Generator().manual_seed(0)
     labels = _labels(num_classes=12, per_class=25)
@@ -206,3 +207,31 @@ def test_features_episode_accuracy_matches_evaluate_episodes_and_a_loop(device):
         assert float(acc[e]) == pytest.approx(float(expected))
     with pytest.raises(ValueError, match="query_idx"):
         features_episode_accuracy(features, support, query[:, :2])
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_nearest_centroid_matches_a_numpy_loop(device, normalize):
+    g = torch.Generator().manual_seed(1)
+    support = torch.randn(4, 6, 5, generator=g, dtype=torch.float64)  # 3 ways x 2 shots
+    query = torch.randn(4, 7, 5, generator=g, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, 2, 1, 0]).expand(4, -1)
+    scores = nearest_centroid_classifier(support.to(device), labels.to(device), query.to(device), 3,
+                                         normalize=normalize).cpu()
+    s, q = support.numpy(), query.numpy()
+    if normalize:
+        s = s / np.linalg.norm(s, axis=-1, keepdims=True)
+        q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    for e in range(4):
+        centroids = np.stack([s[e][labels[e].numpy() == way].mean(0) for way in range(3)])
+        expected = -((q[e][:, None, :] - centroids[None]) ** 2).sum(-1)  # (Q, n_way)
+        np.testing.assert_allclose(scores[e].numpy(), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_nearest_centroid_hand_case_and_errors():
+    support = torch.tensor([[[0.0, 0.0], [2.0, 0.0], [10.0, 10.0]]])  # way 0 centroid (1, 0); way 1 (10, 10)
+    labels = torch.tensor([[0, 0, 1]])
+    query = torch.tensor([[[1.0, 1.0], [9.0, 9.0]]])
+    scores = nearest_centroid_classifier(support, labels, query, 2, normalize=False)
+    assert scores.tolist() == [[[-1.0, -162.0], [-145.0, -2.0]]]
+    with pytest.raises(ValueError, match="every way"):
+        nearest_centroid_classifier(support, torch.tensor([[0, 0, 0]]), query, 2)
