@@ -28,9 +28,7 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -39,6 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
+from benchmarks.pretrained_run import pretrained_run as make_or_reuse_run  # noqa: E402
 from core.checkpoint import load_checkpoint, load_encoder  # noqa: E402
 from core.downstream import grid_refine_probe, invariance_probe  # noqa: E402
 from core.downstream.baselines import finetune, linear_probe  # noqa: E402
@@ -74,23 +73,8 @@ def parse_args() -> argparse.Namespace:
 
 def pretrained_run(args: argparse.Namespace) -> dict:
     """``--checkpoint``, or a short ``vision.pretrain`` run made (or reused) here."""
-    if args.checkpoint is not None:
-        return {"path": str(args.checkpoint), "pretrained_by_benchmark": False}
     run = RESULTS / ("pareto_run_quick" if args.quick else "pareto_run")
-    command = [sys.executable, "-m", "vision.pretrain", "--run.output", str(run.relative_to(ROOT)),
-               "--run.steps", str(args.pretrain_steps), "--run.progress", "false"]
-    shown = "python " + shlex.join(command[1:])
-    info = {"path": str(run.relative_to(ROOT)), "pretrained_by_benchmark": True, "pretrain_command": shown}
-    if (run / "checkpoint.pt").is_file():
-        step = load_checkpoint(run).get("step")
-        if step != args.pretrain_steps:
-            raise SystemExit(f"{run} holds a run of {step} steps, not {args.pretrain_steps}: delete it first.")
-        print(f"reusing {run} (made by: {shown})")
-        return info | {"reused": True}
-    print(f"no --checkpoint: pre-training first: {shown}")
-    began = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, check=True)
-    return info | {"reused": False, "pretrain_wall_time_s": round(time.perf_counter() - began, 1)}
+    return make_or_reuse_run(args.checkpoint, run, args.pretrain_steps, ROOT)
 
 
 def point(result: ProbeResult) -> dict:

@@ -47,6 +47,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
+from benchmarks.pretrained_run import pretrained_run as make_or_reuse_run  # noqa: E402
 from core.checkpoint import load_checkpoint, load_encoder  # noqa: E402
 from core.downstream import ProbeResult, extract_features, grid_refine_probe, invariance_probe  # noqa: E402
 from core.downstream.baselines import finetune, linear_probe  # noqa: E402
@@ -96,24 +97,9 @@ def parse_args() -> argparse.Namespace:
 
 
 def pretrained_run(args: argparse.Namespace) -> dict:
-    """The run to evaluate: ``--checkpoint``, or a short ``vision.pretrain`` run made (or reused) here."""
-    if args.checkpoint is not None:
-        return {"path": str(args.checkpoint), "pretrained_by_benchmark": False}
+    """``--checkpoint``, or a short ``vision.pretrain`` run made (or reused) here."""
     run = RESULTS / ("probe_cost_run_quick" if args.quick else "probe_cost_run")
-    command = [sys.executable, "-m", "vision.pretrain", "--run.output", str(run.relative_to(ROOT)),
-               "--run.steps", str(args.pretrain_steps), "--run.progress", "false"]
-    shown = "python " + shlex.join(command[1:])
-    info = {"path": str(run.relative_to(ROOT)), "pretrained_by_benchmark": True, "pretrain_command": shown}
-    if (run / "checkpoint.pt").is_file():
-        step = load_checkpoint(run).get("step")
-        if step != args.pretrain_steps:
-            raise SystemExit(f"{run} holds a run of {step} steps, not {args.pretrain_steps}: delete it first.")
-        print(f"reusing {run} (made by: {shown}); delete it to pre-train afresh after code changes")
-        return info | {"reused": True}
-    print(f"no --checkpoint: pre-training first: {shown}")
-    began = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, check=True)
-    return info | {"reused": False, "pretrain_wall_time_s": round(time.perf_counter() - began, 1)}
+    return make_or_reuse_run(args.checkpoint, run, args.pretrain_steps, ROOT)
 
 
 def git_state() -> dict:
