@@ -91,8 +91,8 @@ def test_worker_processes_do_not_change_the_trajectory(tmp_path: Path) -> None:
     assert losses(tmp_path / "workers") == losses(tmp_path / "main")
 
 
-def test_metrics_and_checkpoint_contents(tmp_path: Path) -> None:
-    run_pretrain(tmp_path, steps=5)
+def test_metrics_and_checkpoint_contents(tmp_path: Path, device: torch.device) -> None:
+    run_pretrain(tmp_path, steps=5, device=str(device))
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
     assert records[0]["lr"] == pytest.approx(5e-3) and records[1]["lr"] == pytest.approx(1e-2)  # warm-up
@@ -104,13 +104,13 @@ def test_metrics_and_checkpoint_contents(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.tmp"))  # atomic write left no temporary file
 
 
-def test_nan_loss_stops_cleanly_and_keeps_last_checkpoint(tmp_path: Path) -> None:
+def test_nan_loss_stops_cleanly_and_keeps_last_checkpoint(tmp_path: Path, device: torch.device) -> None:
     # Poison every sample: the first batch after the step-4 checkpoint that sees one gives a NaN loss.
-    clean = run_pretrain(tmp_path / "clean", steps=4)
+    clean = run_pretrain(tmp_path / "clean", steps=4, device=str(device))
     assert clean["step"] == 4
     dataset = NoisyViews(nan_from_step_seed=set(range(64)))
     with pytest.raises(NonFiniteLossError, match="step 0"):
-        run_pretrain(tmp_path / "poisoned", dataset=dataset)
+        run_pretrain(tmp_path / "poisoned", dataset=dataset, device=str(device))
     assert not (tmp_path / "poisoned" / "checkpoint.pt").exists()
     # A run that goes bad after its checkpoint keeps that checkpoint intact.
     good = NoisyViews()
@@ -129,7 +129,7 @@ def test_nan_loss_stops_cleanly_and_keeps_last_checkpoint(tmp_path: Path) -> Non
             return item
 
     with pytest.raises(NonFiniteLossError, match=r"step 5 .*checkpoint .*\(step 4\) is kept"):
-        run_pretrain(tmp_path / "late", dataset=LaterPoison())
+        run_pretrain(tmp_path / "late", dataset=LaterPoison(), device=str(device))
     assert load_checkpoint(tmp_path / "late")["step"] == 4
 
 
