@@ -67,7 +67,7 @@ from core.downstream.features import (
     frozen,
     resolve_device,
 )
-from core.downstream.fewshot import episode_accuracy, ridge_classifier
+from core.downstream.fewshot import check_episode_indices, episode_accuracy, ridge_classifier
 
 # θ's Adam step: θ moves by about this much per step, so 20 steps reach i ≈ 0.88 (θ = 2) when the signal is steady.
 DEFAULT_STEPS = 20
@@ -402,11 +402,7 @@ def per_episode_route(
         ``(accuracy (E,), invariance (E, A), info)`` with ``info`` holding the objective used, its mean before
         the first and after the last step, and the number of forward-mode steps.
     """
-    if support_idx.dim() != 3 or query_idx.dim() != 3 or query_idx.shape[:2] != support_idx.shape[:2]:
-        raise ValueError(f"per_episode_route: expected support (E, n_way, k_shot) and query (E, n_way, n_query), "
-                         f"got {tuple(support_idx.shape)} and {tuple(query_idx.shape)}.")
-    if int(chunk) < 1:
-        raise ValueError(f"per_episode_route: chunk must be >= 1, got {chunk}.")
+    check_episode_indices(support_idx, query_idx, chunk, "per_episode_route")
     episodes, n_way, k_shot = support_idx.shape
     n_query = query_idx.shape[2]
     support_labels = torch.arange(n_way).repeat_interleave(k_shot)  # (n_way·k_shot,)

@@ -151,6 +151,16 @@ class EpisodeSampler:
         return torch.cat(support).contiguous(), torch.cat(query).contiguous()
 
 
+def check_episode_indices(support_idx: Tensor, query_idx: Tensor, chunk: int, name: str) -> None:
+    """Raise a ValueError naming ``name`` unless the indices are (E, n_way, k_shot) and (E, n_way, n_query)
+    and ``chunk >= 1``."""
+    if support_idx.dim() != 3 or query_idx.dim() != 3 or query_idx.shape[:2] != support_idx.shape[:2]:
+        raise ValueError(f"{name}: expected support_idx (E, n_way, k_shot) and query_idx (E, n_way, n_query), got "
+                         f"{tuple(support_idx.shape)} and {tuple(query_idx.shape)}.")
+    if int(chunk) < 1:
+        raise ValueError(f"{name}: chunk must be >= 1, got {chunk}.")
+
+
 def _check_episode_batch(support: Tensor, support_labels: Tensor, query: Tensor, n_way: int, name: str) -> None:
     if support.dim() != 3 or query.dim() != 3:
         raise ValueError(
@@ -441,11 +451,7 @@ def features_episode_accuracy(
         raise ValueError(f"unknown classifier {classifier!r}; expected one of {_CLASSIFIERS}.")
     if features.dim() != 2 or not features.is_floating_point():
         raise ValueError(f"features must be a float (N, D) tensor, got {features.dtype} {tuple(features.shape)}.")
-    if support_idx.dim() != 3 or query_idx.dim() != 3 or query_idx.shape[:2] != support_idx.shape[:2]:
-        raise ValueError(f"expected support_idx (E, n_way, k_shot) and query_idx (E, n_way, n_query), got "
-                         f"{tuple(support_idx.shape)} and {tuple(query_idx.shape)}.")
-    if int(chunk) < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}.")
+    check_episode_indices(support_idx, query_idx, chunk, "features_episode_accuracy")
     episodes, n_way, k_shot = support_idx.shape
     n_query = query_idx.shape[2]
     classify = _CLASSIFIER_FNS[classifier]
@@ -536,6 +542,7 @@ def evaluate_episodes(
 __all__ = [
     "EpisodeSampler",
     "confidence_interval",
+    "check_episode_indices",
     "episode_accuracy",
     "evaluate_episodes",
     "features_episode_accuracy",

@@ -9,6 +9,7 @@ from sklearn.linear_model import LogisticRegression
 
 from core.downstream.fewshot import (
     EpisodeSampler,
+    check_episode_indices,
     confidence_interval,
     episode_accuracy,
     evaluate_episodes,
@@ -235,3 +236,14 @@ def test_nearest_centroid_hand_case_and_errors():
     assert scores.tolist() == [[[-1.0, -162.0], [-145.0, -2.0]]]
     with pytest.raises(ValueError, match="every way"):
         nearest_centroid_classifier(support, torch.tensor([[0, 0, 0]]), query, 2)
+
+
+def test_episode_index_checks_name_the_caller():
+    support, query = torch.zeros(4, 5, 1, dtype=torch.long), torch.zeros(4, 5, 3, dtype=torch.long)
+    check_episode_indices(support, query, 2, "caller")  # well-formed: no error
+    with pytest.raises(ValueError, match=r"caller: expected support_idx \(E, n_way, k_shot\)"):
+        check_episode_indices(support, query[:3], 2, "caller")
+    with pytest.raises(ValueError, match="caller: chunk must be >= 1"):
+        check_episode_indices(support, query, 0, "caller")
+    with pytest.raises(ValueError, match="features_episode_accuracy: chunk"):
+        features_episode_accuracy(torch.randn(10, 4), support, query, chunk=0)
