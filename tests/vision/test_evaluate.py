@@ -13,18 +13,7 @@ from core.cli import help_text, load
 from core.downstream.measure import radar_figure
 from core.downstream.probe import PROBE_EPOCHS, PROBE_INVARIANCE_LR, PROBE_LRS, PROBE_WEIGHT_DECAYS
 from vision import evaluate, measure
-from vision.pretrain import DataConfig, PretrainConfig, evaluate_hint
-from vision.pretrain import main as pretrain_main
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("run")
-    cfg = load(PretrainConfig, ["--model.width", "4", "--model.hidden_dim", "2", "--data.synthetic_size", "128",
-                                "--run.batch_size", "32", "--run.steps", "3", "--run.num_workers", "0",
-                                "--run.progress", "false", "--run.output", str(out), "--method.proj_hidden_dim", "32"])
-    pretrain_main(cfg)
-    return out
+from vision.pretrain import DataConfig, evaluate_hint
 
 
 def evaluate_args(run_dir: Path, task: str, mode: str, **extra: str) -> evaluate.EvaluateConfig:

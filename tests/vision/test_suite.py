@@ -10,18 +10,6 @@ from PIL import Image
 from core.cli import load
 from vision import suite
 from vision.datasets import READERS
-from vision.pretrain import PretrainConfig
-from vision.pretrain import main as pretrain_main
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("run")
-    cfg = load(PretrainConfig, ["--model.width", "4", "--model.hidden_dim", "2", "--data.synthetic_size", "64",
-                                "--run.batch_size", "32", "--run.steps", "2", "--run.num_workers", "0",
-                                "--run.progress", "false", "--run.output", str(out), "--method.proj_hidden_dim", "32"])
-    pretrain_main(cfg)
-    return out
 
 
 def _fake_root(root: Path) -> None:
