@@ -82,12 +82,38 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+def fixed_descriptor_tensor(spec: str) -> torch.Tensor:
+    """The descriptor of ``model.fixed_descriptor``: ``"all"`` or comma-separated factor names. Shape: (7,).
+
+    Raises:
+        ValueError: On an unknown factor name or fewer factors than a training descriptor switches on.
+    """
+    space = InvarianceSpace.from_name("audio")
+    names = list(space.names) if spec.strip() == "all" else [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(space.names))
+    if unknown:
+        raise ValueError(f"model.fixed_descriptor: unknown factors {unknown}; expected 'all' or comma-separated "
+                         f"names among {list(space.names)}")
+    point = torch.tensor([1.0 if n in names else 0.0 for n in space.names])
+    if int(point.sum()) < space.min_active:
+        raise ValueError(f"model.fixed_descriptor {spec!r} switches on {int(point.sum())} factor(s); a training "
+                         f"descriptor of the audio space switches on at least {space.min_active}")
+    return point
+
+
 class ModelConfig(StrictModel):
     backbone: BackboneName = Field("hyper_resnet18", description="hyper_resnet18 (conditioned) or resnet18 (the "
                                    "plain baseline; use it with fixed_descriptor).")
-    fixed_descriptor: Literal["all"] | None = Field(
+    fixed_descriptor: str | None = Field(
         None, description="Train on one descriptor only: 'all' switches every factor on (plain SimCLR's "
-        "invariances), the baseline recipe.")
+        "invariances), the baseline recipe; or comma-separated factor names to switch on (at least 2 of "
+        "pitch_shift, fade, white_noise, mixed_noise, time_mask, time_shift, time_stretch).")
+
+    @model_validator(mode="after")
+    def _check_fixed(self) -> ModelConfig:
+        if self.fixed_descriptor is not None:
+            fixed_descriptor_tensor(self.fixed_descriptor)  # raises on unknown names or too few factors
+        return self
     width: int = Field(32, ge=4, description="First-stage width (64 = standard ResNet18; fsd50k/folder: 64).")
     hidden_dim: int = Field(8, ge=1, description="Hypernetwork generator width (paper: 32, 368 M parameters at "
                             "width 64; fsd50k/folder: 32).")
@@ -267,8 +293,8 @@ def main(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None = Non
     mean, std = normalisation_statistics(learner, clips, cfg)
     learner.backbone.frontend.set_statistics(mean, std)
     fixed_id = None
-    if cfg.model.fixed_descriptor == "all":
-        fixed_id = space.index(torch.ones(space.dim))
+    if cfg.model.fixed_descriptor is not None:
+        fixed_id = space.index(fixed_descriptor_tensor(cfg.model.fixed_descriptor))
     params = sum(p.numel() for p in learner.backbone.parameters())
     frames = learner.backbone.frontend.frames(chunk_samples(cfg))
     print(f"{cfg.model.backbone}: {params / 1e6:.2f} M encoder parameters; {cfg.method.name} on {d.dataset} "

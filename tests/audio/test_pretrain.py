@@ -119,3 +119,18 @@ def test_moco_learners_run_on_audio(tmp_path: Path, method: str, device: torch.d
                "16", "--device", device.type)
     assert main(cfg)["step"] == 4 and np.isfinite(losses(tmp_path)).all()
     assert load_encoder(tmp_path, momentum=True).num_features == 32  # the EMA encoder loads too (width 4 x 8)
+
+
+def test_fixed_descriptor_names_factors(tmp_path: Path) -> None:
+    from audio.pretrain import fixed_descriptor_tensor
+
+    assert fixed_descriptor_tensor("all").tolist() == [1.0] * 7
+    assert fixed_descriptor_tensor("time_shift, pitch_shift").tolist() == [1, 0, 0, 0, 0, 1, 0]
+    with pytest.raises(ConfigError, match="unknown factors \\['pitch'\\]"):
+        load_config(["--model.fixed_descriptor", "pitch,fade"])
+    with pytest.raises(ConfigError, match="switches on 1 factor"):
+        load_config(["--model.fixed_descriptor", "fade"])
+    cfg = tiny(tmp_path, "--steps", "3", "--backbone", "resnet18", "--model.fixed_descriptor", "fade,time_mask")
+    main(cfg)
+    logged = {json.loads(line)["invariance"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()}
+    assert len(logged) == 1 and "fade=1" in next(iter(logged)) and "pitch_shift=0" in next(iter(logged))
