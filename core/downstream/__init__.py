@@ -10,12 +10,14 @@
 - :mod:`~core.downstream.episode_invariance`: the descriptor learned per few-shot episode, batched over episodes.
 - :mod:`~core.downstream.fewshot_routes`: per-episode, per-benchmark and fixed-descriptor few-shot routes, one report.
 - :mod:`~core.downstream.measure`: invariance measurement (Ericsson et al.).
+- :mod:`~core.downstream.batchnorm`: BatchNorm statistics re-estimated at one descriptor.
 - :mod:`~core.downstream.bound`: the generalisation bound of Theorem 5.1.
 
 Each name has one home module; this package re-exports the ones a caller needs.
 """
 
 from core.downstream.baselines import finetune, linear_probe
+from core.downstream.batchnorm import recalibrate_batchnorm
 from core.downstream.bound import head_bound
 from core.downstream.episode_invariance import learn_episode_invariance, per_episode_route
 from core.downstream.features import extract_features, frozen
@@ -42,5 +44,6 @@ __all__ = [
     "linear_probe",
     "measure_invariance",
     "per_episode_route",
+    "recalibrate_batchnorm",
     "split_train_val",
 ]
