@@ -293,6 +293,75 @@ def interpolation_curve(
     return curve
 
 
+def _average_ranks(values: Sequence[float]) -> list[float]:
+    """Ranks from 1, ties sharing the mean of the ranks they span."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for k in range(start, end + 1):
+            ranks[order[k]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def _spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation (Pearson's on average ranks); NaN when either side is constant."""
+    rx, ry = _average_ranks(x), _average_ranks(y)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    sx = math.sqrt(sum((a - mx) ** 2 for a in rx))
+    sy = math.sqrt(sum((b - my) ** 2 for b in ry))
+    return cov / (sx * sy) if sx > 0 and sy > 0 else float("nan")
+
+
+def monotonicity(curve: Sequence[Mapping[str, Any]], factors: Sequence[str], metric: str = "cosine",
+                 tolerance: float = 1e-3) -> dict[str, dict[str, float | bool]]:
+    """Does invariance to each factor rise along an :func:`interpolation_curve`, and monotonically?
+
+    Values are read as invariance: the cosine as it is (higher is more invariant), the Mahalanobis distance with
+    its sign flipped (so a falling distance is a rising invariance).
+
+    Args:
+        curve: Points ``{"t", "factors": {factor: {"cosine", "mahalanobis"}}}`` in increasing ``t``.
+        factors: The factors to report; each must be in every point.
+        metric: ``cosine`` or ``mahalanobis``.
+        tolerance: Largest step down (in the metric's units) still counted as non-decreasing, ``>= 0``.
+
+    Returns:
+        ``{factor: {"spearman": rank correlation of t and invariance (NaN if invariance is constant),
+        "delta": invariance at the last point minus at the first, "monotone": no step down by more than
+        tolerance}}``.
+
+    Raises:
+        ValueError: On an unknown metric, fewer than 2 points, t not increasing, a negative tolerance or a missing
+            factor.
+    """
+    if metric not in _METRICS:
+        raise ValueError(f"monotonicity: unknown metric {metric!r}; expected one of {_METRICS}.")
+    if len(curve) < 2:
+        raise ValueError(f"monotonicity: need a curve of at least 2 points, got {len(curve)}.")
+    if not tolerance >= 0:
+        raise ValueError(f"monotonicity: tolerance must be >= 0, got {tolerance}.")
+    sign = 1.0 if metric == "cosine" else -1.0
+    ts = [float(point["t"]) for point in curve]
+    if any(b <= a for a, b in zip(ts, ts[1:], strict=False)):
+        raise ValueError(f"monotonicity: the points' t must increase strictly, got {ts}.")
+    results = {}
+    for factor in factors:
+        if any(factor not in point["factors"] for point in curve):
+            raise ValueError(f"monotonicity: factor {factor!r} is missing from some points; the curve has "
+                             f"{sorted(curve[0]['factors'])}.")
+        values = [sign * _metric_value(point["factors"][factor], metric) for point in curve]
+        steps = [b - a for a, b in zip(values, values[1:], strict=False)]
+        results[factor] = {"spearman": _spearman(ts, values), "delta": values[-1] - values[0],
+                           "monotone": all(step >= -tolerance for step in steps)}
+    return results
+
+
 def _metric_value(value: float | Mapping[str, float], metric: str) -> float:
     return float(value[metric]) if isinstance(value, Mapping) else float(value)
 
@@ -423,6 +492,7 @@ __all__ = [
     "interpolation_curve",
     "invariance_scores",
     "measure_invariance",
+    "monotonicity",
     "plot_interpolation",
     "radar_figure",
     "radar_plot",

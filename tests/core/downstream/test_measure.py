@@ -11,6 +11,7 @@ from core.downstream.measure import (
     interpolation_curve,
     invariance_scores,
     measure_invariance,
+    monotonicity,
     plot_interpolation,
     radar_plot,
 )
@@ -125,3 +126,35 @@ def test_radar_plot_written(tmp_path, overlay):
     assert "| spatial=0 appearance=1 | 0.200 | 0.400 | 0.900 | 0.800 |" in table
     with pytest.raises(ValueError, match="same"):
         radar_plot({"a": {"crop": 1.0}, "b": {"flip": 1.0}}, tmp_path / "bad.png")
+
+
+def _curve(values: dict[str, list[float]], metric: str = "cosine") -> list[dict]:
+    steps = len(next(iter(values.values())))
+    other = "mahalanobis" if metric == "cosine" else "cosine"
+    return [{"t": j / (steps - 1), "invariance": [j / (steps - 1)],
+             "factors": {f: {metric: v[j], other: 0.0} for f, v in values.items()}} for j in range(steps)]
+
+
+def test_monotonicity_matches_hand_computed_values():
+    curve = _curve({"up": [0.1, 0.2, 0.4, 0.9], "dip": [0.5, 0.3, 0.6, 0.7], "tie": [0.2, 0.2, 0.1, 0.1],
+                    "flat": [0.3, 0.3, 0.3, 0.3], "wiggle": [0.5, 0.4995, 0.6, 0.7]})
+    out = monotonicity(curve, ["up", "dip", "tie", "flat", "wiggle"])
+    assert out["up"] == {"spearman": pytest.approx(1.0), "delta": pytest.approx(0.8), "monotone": True}
+    # ranks of dip: (2, 1, 3, 4) vs (1, 2, 3, 4): 1 - 6·Σd²/(n(n²-1)) = 1 - 6·2/60 = 0.8
+    assert out["dip"] == {"spearman": pytest.approx(0.8), "delta": pytest.approx(0.2), "monotone": False}
+    # ranks of tie: (3.5, 3.5, 1.5, 1.5); Pearson with (1, 2, 3, 4): -4 / sqrt(5·4) = -0.8944
+    assert out["tie"]["spearman"] == pytest.approx(-4 / np.sqrt(20))
+    assert out["tie"]["delta"] == pytest.approx(-0.1) and out["tie"]["monotone"] is False
+    assert np.isnan(out["flat"]["spearman"]) and out["flat"]["monotone"] is True
+    assert out["wiggle"]["monotone"] is True  # a 5e-4 step down is within the default tolerance of 1e-3
+    assert monotonicity(curve, ["wiggle"], tolerance=1e-4)["wiggle"]["monotone"] is False
+
+
+def test_monotonicity_reads_mahalanobis_as_falling_distance():
+    out = monotonicity(_curve({"f": [3.0, 2.0, 2.5, 1.0]}, "mahalanobis"), ["f"], metric="mahalanobis")["f"]
+    # invariance -3, -2, -2.5, -1: ranks (1, 3, 2, 4) -> 1 - 6·2/60 = 0.8
+    assert out == {"spearman": pytest.approx(0.8), "delta": pytest.approx(2.0), "monotone": False}
+    with pytest.raises(ValueError, match="missing"):
+        monotonicity(_curve({"f": [1.0, 2.0]}), ["g"])
+    with pytest.raises(ValueError, match="metric"):
+        monotonicity(_curve({"f": [1.0, 2.0]}), ["f"], metric="l2")
