@@ -1,0 +1,110 @@
+"""The encoders the invariance benchmark pre-trains, per modality: the amortised model, its baselines, its controls.
+
+Every recipe is the modality's pre-training entry point (``python -m vision.pretrain`` / ``python -m
+audio.pretrain``) with the benchmark's shared budget (steps, batch, seed) plus the recipe's own flags, so a recipe
+changes one thing against the amortised default:
+
+- ``amortised``: Hyper-ResNet18 (width 32, generator width 8), every training descriptor of the space sampled per
+  step (vision: the 3 of ``vision_groups``; audio: the 120 of the seven CLAR factors).
+- baselines (SPEC §5): the plain ResNet18 with the same layers on one fixed descriptor. Vision: default (both
+  groups), appearance only, spatial only. Audio: default (all seven factors) and two disjoint subsets, the
+  spectral factors (pitch shift, white and mixed noise: keeps onsets) and the temporal ones (fade, time mask,
+  time shift, time stretch: keeps pitch).
+- controls:
+  - ``plain_mix``: the plain ResNet18 trained on the amortised model's per-step mix of descriptors (the same views,
+    no conditioning): separates the conditioning from the augmentation mix;
+  - ``plain_wide``: the plain default widened to about the amortised model's parameter count (width 96: 25.0 M
+    against 25.1 M for vision): separates the conditioning from capacity;
+  - ``amortised_g2``: the amortised model at generator width 2 (close to the plain model's size);
+  - ``amortised_steps``: the amortised model with ``steps_factor`` times the steps. Vision: 3, so each of its 3
+    descriptors gets as many steps as a plain run. Audio: 3 as well, which is far from the 120 that would match
+    a plain run per descriptor (120 plain runs' worth of compute; not affordable on CPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Audio's disjoint factor subsets of the baselines (together they cover the seven CLAR factors).
+AUDIO_SPECTRAL = ("pitch_shift", "white_noise", "mixed_noise")
+AUDIO_TEMPORAL = ("fade", "time_mask", "time_shift", "time_stretch")
+#: Width of the plain network matched to the amortised model's parameters (32 px vision / 64-mel audio, width 32,
+#: generator width 8): plain ResNet18 parameters grow with width², 2.8 M x (96 / 32)² = 25 M.
+WIDE_WIDTH = 96
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One encoder of the benchmark.
+
+    Attributes:
+        name: Column name in the report.
+        role: ``amortised``, ``baseline`` or ``control``.
+        flags: Extra command-line flags of the pre-training entry point.
+        conditioned: Whether the encoder takes the descriptor (probed), or ignores it (one fixed readout).
+        steps_factor: Steps as a multiple of the benchmark's budget.
+        description: One line for the report.
+    """
+
+    name: str
+    role: str
+    flags: tuple[str, ...]
+    conditioned: bool
+    description: str
+    steps_factor: int = 1
+
+
+def _plain(*flags: str) -> tuple[str, ...]:
+    return ("--model.backbone", "resnet18", *flags)
+
+
+VISION: tuple[Recipe, ...] = (
+    Recipe("amortised", "amortised", (), True, "Hyper-ResNet18 (generator width 8), 3 descriptors sampled"),
+    Recipe("plain_default", "baseline", _plain("--model.fixed_descriptor", "default"), False,
+           "ResNet18, spatial + appearance augmentations (SimCLR default)"),
+    Recipe("plain_appearance", "baseline", _plain("--model.fixed_descriptor", "appearance"), False,
+           "ResNet18, appearance augmentations only"),
+    Recipe("plain_spatial", "baseline", _plain("--model.fixed_descriptor", "spatial"), False,
+           "ResNet18, spatial augmentations only"),
+    Recipe("plain_mix", "control", _plain(), False, "ResNet18 on the amortised model's per-step descriptor mix"),
+    Recipe("plain_wide", "control", _plain("--model.fixed_descriptor", "default", "--model.width", str(WIDE_WIDTH)),
+           False, f"ResNet18 width {WIDE_WIDTH} (parameter-matched), SimCLR default"),
+    Recipe("amortised_g2", "control", ("--model.hidden_dim", "2"), True, "Hyper-ResNet18, generator width 2"),
+    Recipe("amortised_steps", "control", (), True, "Hyper-ResNet18 with 3x the steps (a plain run's steps per "
+           "descriptor)", steps_factor=3),
+)
+
+AUDIO: tuple[Recipe, ...] = (
+    Recipe("amortised", "amortised", (), True, "Hyper-ResNet18 (generator width 8), 120 descriptors sampled"),
+    Recipe("plain_default", "baseline", _plain("--model.fixed_descriptor", "all"), False,
+           "ResNet18, all seven CLAR factors (SimCLR default)"),
+    Recipe("plain_spectral", "baseline", _plain("--model.fixed_descriptor", ",".join(AUDIO_SPECTRAL)), False,
+           "ResNet18, " + ", ".join(AUDIO_SPECTRAL)),
+    Recipe("plain_temporal", "baseline", _plain("--model.fixed_descriptor", ",".join(AUDIO_TEMPORAL)), False,
+           "ResNet18, " + ", ".join(AUDIO_TEMPORAL)),
+    Recipe("plain_mix", "control", _plain(), False, "ResNet18 on the amortised model's per-step descriptor mix"),
+    Recipe("plain_wide", "control", _plain("--model.fixed_descriptor", "all", "--model.width", str(WIDE_WIDTH)),
+           False, f"ResNet18 width {WIDE_WIDTH} (parameter-matched), all factors"),
+    Recipe("amortised_g2", "control", ("--model.hidden_dim", "2"), True, "Hyper-ResNet18, generator width 2"),
+    Recipe("amortised_steps", "control", (), True, "Hyper-ResNet18 with 3x the steps (120x would match a plain "
+           "run per descriptor)", steps_factor=3),
+)
+
+RECIPES: dict[str, tuple[Recipe, ...]] = {"vision": VISION, "audio": AUDIO}
+
+
+def recipe(modality: str, name: str) -> Recipe:
+    """The recipe called ``name``.
+
+    Raises:
+        ValueError: On an unknown modality or name, listing the known ones.
+    """
+    if modality not in RECIPES:
+        raise ValueError(f"unknown modality {modality!r}; expected one of {sorted(RECIPES)}")
+    known = {r.name: r for r in RECIPES[modality]}
+    if name not in known:
+        raise ValueError(f"unknown {modality} encoder {name!r}; expected some of {list(known)}")
+    return known[name]
+
+
+__all__ = ["AUDIO", "AUDIO_SPECTRAL", "AUDIO_TEMPORAL", "RECIPES", "VISION", "WIDE_WIDTH", "Recipe", "recipe"]

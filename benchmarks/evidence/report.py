@@ -1,0 +1,269 @@
+"""Across-seed summaries of the invariance benchmark: intervals, paired differences, the paper's claims, tables, plots.
+
+Scores are summarised per task and per column (a model and the descriptor it is read out at), as the mean over
+seeds with a 95 % Student-t interval; metrics of different kinds (top-1 and R²) are never averaged together.
+Differences between two columns are paired by seed (same seed of pre-training and probes) before the interval is
+taken. Plots use matplotlib's Agg canvas directly (no pyplot).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from benchmarks.evidence.recipes import Recipe
+from benchmarks.evidence.tasks import EXPECTED, TASKS
+
+
+def interval(values: Sequence[float]) -> dict[str, Any]:
+    """Mean and 95 % Student-t interval over seeds (no interval from a single value)."""
+    x = np.asarray([v for v in values if v is not None], dtype=float)
+    if x.size == 0:
+        return {"mean": None, "ci": None, "n": 0, "values": []}
+    mean = float(x.mean())
+    if x.size < 2:
+        return {"mean": mean, "ci": None, "n": 1, "values": x.tolist()}
+    half = float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    return {"mean": mean, "ci": [mean - half, mean + half], "n": int(x.size), "values": x.tolist()}
+
+
+def columns(recipes: Sequence[Recipe], results: Mapping[str, Mapping[int, dict]]) -> list[tuple[str, str, str]]:
+    """``(column name, recipe, readout)`` of every score the results hold, amortised readouts first."""
+    out = []
+    for r in recipes:
+        seeds = results.get(r.name, {})
+        if not seeds:
+            continue
+        first = next(iter(seeds.values()))["scores"]
+        readouts = list(next(iter(first.values())))
+        for readout in readouts:
+            out.append((r.name if readout == "fixed" else f"{r.name}:{readout}", r.name, readout))
+    return out
+
+
+def summarise(modality: str, recipes: Sequence[Recipe], results: Mapping[str, Mapping[int, dict]]) -> dict:
+    """Intervals per (task, column), learned descriptors, paired differences and the claims."""
+    cols = columns(recipes, results)
+    scores: dict[str, dict[str, dict]] = {}
+    for task in TASKS[modality]:
+        scores[task] = {}
+        for column, name, readout in cols:
+            by_seed = {s: r["scores"][task][readout]["score"] for s, r in results[name].items()
+                       if task in r["scores"]}
+            scores[task][column] = interval(list(by_seed.values())) | {"seeds": sorted(by_seed)}
+    descriptors = {}
+    for r in recipes:
+        if not r.conditioned or r.name not in results:
+            continue
+        descriptors[r.name] = {}
+        for task in TASKS[modality]:
+            per_route = {}
+            for route in ("learned", "grid_refine"):
+                values = [res["scores"][task][route]["invariance_by_name"] for res in results[r.name].values()]
+                per_route[route] = {k: interval([v[k] for v in values]) for k in values[0]}
+            descriptors[r.name][task] = per_route
+    return {"scores": scores, "descriptors": descriptors,
+            "differences": differences(modality, results), "claims": claims(modality, results, descriptors)}
+
+
+def _paired(results: Mapping[str, Mapping[int, dict]], task: str, a: tuple[str, str], b: tuple[str, str]) -> dict:
+    (name_a, readout_a), (name_b, readout_b) = a, b
+    seeds = sorted(set(results.get(name_a, {})) & set(results.get(name_b, {})))
+    diffs = [results[name_a][s]["scores"][task][readout_a]["score"] - results[name_b][s]["scores"][task][readout_b][
+        "score"] for s in seeds]
+    return interval(diffs) | {"seeds": seeds}
+
+
+def differences(modality: str, results: Mapping[str, Mapping[int, dict]]) -> dict:
+    """Per task, seed-paired differences of the amortised model's learned readout against every other encoder."""
+    out: dict[str, dict] = {}
+    if "amortised" not in results:
+        return out
+    for task in TASKS[modality]:
+        out[task] = {}
+        for name, seeds in results.items():
+            if name == "amortised":
+                continue
+            readout = "learned" if "learned" in next(iter(seeds.values()))["scores"][task] else "fixed"
+            out[task][f"amortised:learned - {name}" + (":learned" if readout == "learned" else "")] = _paired(
+                results, task, ("amortised", "learned"), (name, readout))
+    return out
+
+
+def claims(modality: str, results: Mapping[str, Mapping[int, dict]], descriptors: Mapping[str, Any]) -> dict:
+    """The paper's claims, checked per task on the amortised model (gradient route) and its controls.
+
+    - ``descriptor``: the learned coordinate the task should move falls on the expected side of 0.5 (its seed
+      interval entirely so for ``confident``);
+    - ``vs_default``: the learned readout minus the plain default, seed-paired: ``at least as good`` when the
+      interval's upper end is >= 0 (not shown worse), ``better`` when its lower end is > 0;
+    - ``vs_best_baseline``: against the baseline with the highest mean on that task (picked on test means, an
+      oracle choice that favours the baselines).
+    """
+    out: dict[str, dict] = {}
+    baselines = [n for n in results if n.startswith("plain_") and n not in ("plain_mix", "plain_wide")]
+    for task in TASKS[modality]:
+        entry: dict[str, Any] = {}
+        expected = EXPECTED[modality].get(task)
+        for name, per_task in descriptors.items():
+            if expected is None:
+                continue
+            coordinate, side = expected
+            summary = per_task[task]["learned"][coordinate]
+            mean, ci = summary["mean"], summary["ci"]
+            right = mean < 0.5 if side == "low" else mean > 0.5
+            confident = ci is not None and ((ci[1] < 0.5) if side == "low" else (ci[0] > 0.5))
+            entry.setdefault("descriptor", {})[name] = {"coordinate": coordinate, "expected": side,
+                                                        "mean": mean, "ci": ci, "holds": right,
+                                                        "confident": confident}
+        if "amortised" in results and baselines:
+            means = {b: float(np.mean([r["scores"][task]["fixed"]["score"] for r in results[b].values()]))
+                     for b in baselines}
+            best = max(means, key=means.get)
+            for key, other in (("vs_default", "plain_default"), ("vs_best_baseline", best)):
+                if other not in results:
+                    continue
+                diff = _paired(results, task, ("amortised", "learned"), (other, "fixed"))
+                ci = diff["ci"]
+                entry[key] = diff | {"against": other, "at_least_as_good": ci is not None and ci[1] >= 0,
+                                     "better": ci is not None and ci[0] > 0}
+        out[task] = entry
+    return out
+
+
+def _cell(summary: Mapping[str, Any]) -> str:
+    if summary.get("mean") is None:
+        return "–"
+    ci = summary.get("ci")
+    return f"{summary['mean']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def markdown(modality: str, report: Mapping[str, Any]) -> str:
+    """The report's tables: scores per task and column, learned descriptors, paired differences, claims."""
+    summary = report["summary"]
+    tasks = TASKS[modality]
+    metric = report["metrics"]
+    lines = [f"### {modality}: scores (mean over {report['config']['seeds_run']} seeds, 95 % t-interval)", "",
+             "| column | " + " | ".join(f"{t} ({metric[t]})" for t in tasks) + " |",
+             "|---|" + "---|" * len(tasks)]
+    for column in next(iter(summary["scores"].values())):
+        lines.append(f"| {column} | " + " | ".join(_cell(summary["scores"][t][column]) for t in tasks) + " |")
+    lines += ["", f"### {modality}: learned descriptors (gradient route from 0.5; mean [95 % interval] per coordinate)",
+              "", "| encoder | task | learned i | grid + refine i |", "|---|---|---|---|"]
+    for name, per_task in summary["descriptors"].items():
+        for task in tasks:
+            routes = per_task[task]
+            lines.append(f"| {name} | {task} | " + " | ".join(
+                ", ".join(f"{k} {_cell(v)}" for k, v in routes[r].items()) for r in ("learned", "grid_refine"))
+                + " |")
+    lines += ["", f"### {modality}: claims (amortised, gradient route; differences paired by seed)", "",
+              "| task | descriptor as expected | vs plain default | vs best baseline |", "|---|---|---|---|"]
+    for task in tasks:
+        c = summary["claims"][task]
+        d = c.get("descriptor", {}).get("amortised")
+        text = "–" if d is None else (f"{d['coordinate']} {_cell(d)} ({d['expected']} expected): "
+                                      f"{'yes' if d['confident'] else 'leaning' if d['holds'] else 'no'}")
+        cells = []
+        for key in ("vs_default", "vs_best_baseline"):
+            v = c.get(key)
+            cells.append("–" if v is None else f"{_cell(v)} vs {v['against']}: " + (
+                "better" if v["better"] else "not worse" if v["at_least_as_good"] else "worse"))
+        lines.append(f"| {task} | {text} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def plot_scores(modality: str, summary: Mapping[str, Any], path: Path) -> Path:
+    """One panel per task: each column's mean with its 95 % interval."""
+    tasks = TASKS[modality]
+    figure = _figure(4.2 * len(tasks), 5.0)
+    for k, task in enumerate(tasks):
+        ax = figure.add_subplot(1, len(tasks), k + 1)
+        names = list(summary["scores"][task])
+        means = [summary["scores"][task][n]["mean"] or 0.0 for n in names]
+        errors = [[m - (s["ci"][0] if s["ci"] else m) for m, s in zip(means, summary["scores"][task].values(),
+                                                                       strict=True)],
+                  [(s["ci"][1] if s["ci"] else m) - m for m, s in zip(means, summary["scores"][task].values(),
+                                                                       strict=True)]]
+        colours = ["tab:blue" if n.startswith("amortised") else "tab:gray" for n in names]
+        ax.barh(range(len(names)), means, xerr=errors, color=colours, capsize=2)
+        ax.set_yticks(range(len(names)), names if k == 0 else [""] * len(names), fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(task)
+        low = min(means)
+        ax.set_xlim(max(0.0, low - 0.1) if low > 0 else low - 0.1, 1.0)
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def plot_descriptors(modality: str, summary: Mapping[str, Any], path: Path) -> Path:
+    """Learned descriptor per task (gradient route), per conditioned encoder: mean and interval per coordinate."""
+    tasks = TASKS[modality]
+    encoders = list(summary["descriptors"])
+    figure = _figure(3.6 * len(tasks), 3.6)
+    for k, task in enumerate(tasks):
+        ax = figure.add_subplot(1, len(tasks), k + 1)
+        for e, name in enumerate(encoders):
+            coords = summary["descriptors"][name][task]["learned"]
+            x = np.arange(len(coords)) + (e - (len(encoders) - 1) / 2) * 0.8 / max(len(encoders), 1)
+            means = [v["mean"] for v in coords.values()]
+            errs = [[m - (v["ci"][0] if v["ci"] else m) for m, v in zip(means, coords.values(), strict=True)],
+                    [(v["ci"][1] if v["ci"] else m) - m for m, v in zip(means, coords.values(), strict=True)]]
+            ax.bar(x, means, width=0.8 / max(len(encoders), 1), yerr=errs, capsize=2, label=name)
+            ax.set_xticks(np.arange(len(coords)), list(coords), rotation=45 if len(coords) > 2 else 0, fontsize=7)
+        ax.axhline(0.5, color="k", lw=0.5, ls=":")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{task}: learned i")
+    figure.axes[0].legend(fontsize=6, loc="lower left")
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def loss_curves(folder: Path) -> tuple[list[int], list[float]]:
+    """Logged (step, loss) of a pre-training run."""
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "loss" in r and "step" in r]
+    return [int(r["step"]) for r in rows], [float(r["loss"]) for r in rows]
+
+
+def convergence(steps: Sequence[int], losses: Sequence[float]) -> dict[str, float]:
+    """Mean loss over the last tenth of the run against the tenth before it (relative change; ~0 = flat)."""
+    y = np.asarray(losses, dtype=float)
+    k = max(len(y) // 10, 1)
+    last, before = float(y[-k:].mean()), float(y[-2 * k:-k].mean()) if len(y) >= 2 * k else float("nan")
+    return {"final_loss": last, "previous_loss": before, "relative_change": (last - before) / abs(before)}
+
+
+def plot_losses(curves: Mapping[str, Mapping[int, tuple[list[int], list[float]]]], path: Path) -> Path:
+    """Pre-training loss of every encoder and seed (a 10 %-of-run moving average)."""
+    figure = _figure(7.0, 4.5)
+    ax = figure.add_subplot(1, 1, 1)
+    for n, (name, seeds) in enumerate(curves.items()):
+        for s, (steps, losses) in seeds.items():
+            width = max(len(losses) // 10, 1)
+            smooth = np.convolve(losses, np.ones(width) / width, mode="valid")
+            ax.plot(steps[width - 1:], smooth, color=f"C{n}", lw=1.5 if name == "plain_default" else 0.8,
+                    label=name if s == min(seeds) else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("contrastive loss (moving average)")
+    ax.legend(fontsize=7)
+    figure.savefig(path, dpi=110)
+    return path
+
+
+__all__ = ["claims", "columns", "convergence", "differences", "interval", "loss_curves", "markdown",
+           "plot_descriptors", "plot_losses", "plot_scores", "summarise"]

@@ -1,0 +1,259 @@
+"""Is it the conditioning that helps? A seeded, capacity-controlled invariance benchmark for vision and audio.
+
+For one modality, with one fixed budget (steps, batch) and several seeds, this pre-trains every encoder of
+:mod:`benchmarks.evidence.recipes` on the embedded synthetic data: the amortised Hyper-ResNet18, the plain
+baselines of SPEC §5, and the controls that separate the conditioning from the augmentation mix (``plain_mix``),
+from capacity (``plain_wide``, ``amortised_g2``) and from the steps each descriptor gets (``amortised_steps``).
+Then, per encoder and seed:
+
+- scores on every synthetic task (:mod:`benchmarks.evidence.tasks`), all with the same readout
+  (:mod:`benchmarks.evidence.scores`); for conditioned encoders at the descriptor each task learns by the
+  gradient route from i = 0.5 (the paper's), by grid + refine, at each training descriptor, and after
+  recalibrating BatchNorm at the learned descriptor;
+- measured invariance per factor (Ericsson et al.; :mod:`benchmarks.evidence.measured`): at its descriptors,
+  along the line that switches each factor on (is the rise monotone?), and with BatchNorm recalibrated.
+
+Across seeds, per task: the mean and a 95 % t-interval of every score, the learned descriptor, seed-paired
+differences of the amortised model against every other encoder, and the paper's claims checked
+(:mod:`benchmarks.evidence.report`). Writes ``results/invariance_<modality>[_quick].json``, a markdown table
+(``.md``) and plots (``_scores.png``, ``_descriptors.png``, ``_losses.png``, ``_radar_*.png``), with wall time per
+stage. Pre-training runs and evaluations are kept under ``results/invariance_runs[_quick]/`` and reused when
+they match (delete the folder to start afresh after a code change); ``--jobs`` runs that many encoders at once,
+one thread each.
+
+    python benchmarks/invariance_benchmark.py --modality vision --quick    # minutes: 3 seeds, tiny budget
+    python benchmarks/invariance_benchmark.py --modality vision            # the full run (see benchmarks/README)
+    python benchmarks/invariance_benchmark.py --modality audio
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as futures
+import hashlib
+import json
+import multiprocessing
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from benchmarks.evidence import report as reporting  # noqa: E402
+from benchmarks.evidence.recipes import AUDIO_SPECTRAL, AUDIO_TEMPORAL, RECIPES, Recipe, recipe  # noqa: E402
+from core.downstream.probe import PROBE_EPOCHS  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+#: Budgets: (pre-training steps, batch, readout train/test inputs, probe epochs, measured inputs, copies).
+PRESETS = {
+    ("vision", False): {"steps": 500, "batch_size": 64, "num_train": 1000, "num_test": 500,
+                        "probe_epochs": PROBE_EPOCHS, "measure_inputs": 256, "copies": 4},
+    ("vision", True): {"steps": 20, "batch_size": 32, "num_train": 200, "num_test": 100, "probe_epochs": 2,
+                       "measure_inputs": 32, "copies": 2},
+    ("audio", False): {"steps": 300, "batch_size": 64, "num_train": 800, "num_test": 400,
+                       "probe_epochs": PROBE_EPOCHS, "measure_inputs": 128, "copies": 4},
+    ("audio", True): {"steps": 10, "batch_size": 16, "num_train": 160, "num_test": 80, "probe_epochs": 2,
+                      "measure_inputs": 16, "copies": 2},
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--modality", choices=("vision", "audio"), required=True, help="Which half to run.")
+    parser.add_argument("--quick", action="store_true", help="Tiny budget, 3 seeds: minutes (a smoke run).")
+    parser.add_argument("--seeds", default="0,1,2", help="Comma-separated seeds (pre-training and probes).")
+    parser.add_argument("--encoders", help="Comma-separated recipes (default: all of the modality).")
+    parser.add_argument("--steps", type=int, help="Pre-training steps of a plain run (preset by modality).")
+    parser.add_argument("--batch-size", type=int, help="Pre-training batch.")
+    parser.add_argument("--num-train", type=int, help="Readout training inputs (20%% validation).")
+    parser.add_argument("--num-test", type=int, help="Readout test inputs.")
+    parser.add_argument("--probe-epochs", type=int, help="Epochs of the gradient route.")
+    parser.add_argument("--measure-inputs", type=int, help="Clean inputs of the invariance measurement (0: skip).")
+    parser.add_argument("--copies", type=int, help="Augmented copies per input and factor in the measurement.")
+    parser.add_argument("--interpolation-steps", type=int, default=5, help="Points per interpolation line.")
+    parser.add_argument("--jobs", type=int, default=2, help="Encoders pre-trained and evaluated at once (one "
+                        "thread each).")
+    parser.add_argument("--report-only", action="store_true", help="Only summarise the evaluations already on "
+                        "disk (nothing is trained).")
+    parser.add_argument("--output", type=Path, help="JSON path (default results/invariance_<modality>[_quick].json).")
+    args = parser.parse_args(argv)
+    for key, value in PRESETS[(args.modality, args.quick)].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
+    names = [r.name for r in RECIPES[args.modality]]
+    args.recipes = [recipe(args.modality, n) for n in (args.encoders.split(",") if args.encoders else names)]
+    suffix = "_quick" if args.quick else ""
+    args.output = args.output or RESULTS / f"invariance_{args.modality}{suffix}.json"
+    args.runs = RESULTS / f"invariance_runs{suffix}" / args.modality
+    return args
+
+
+# ------------------------------------------------------------------------------------------------ one encoder
+def pretrain_command(args: argparse.Namespace, r: Recipe, seed: int, folder: Path) -> list[str]:
+    entry = "vision.pretrain" if args.modality == "vision" else "audio.pretrain"
+    return [sys.executable, "-m", entry, "--run.output", str(folder), "--run.steps", str(args.steps * r.steps_factor),
+            "--run.batch_size", str(args.batch_size), "--run.seed", str(seed), "--run.progress", "false",
+            "--run.num_workers", "0", "--run.log_every", "1", *r.flags]
+
+
+def _finished(folder: Path, steps: int) -> bool:
+    metrics = folder / "metrics.jsonl"
+    if not (folder / "encoder.json").is_file() or not metrics.is_file():
+        return False
+    lines = [line for line in metrics.read_text().splitlines() if line.strip()]
+    return bool(lines) and json.loads(lines[-1]).get("step") == steps
+
+
+def evaluation_key(args: argparse.Namespace, r: Recipe, seed: int) -> str:
+    """A hash of everything an evaluation depends on (besides the code): its reuse key."""
+    settings = {k: getattr(args, k) for k in ("steps", "batch_size", "num_train", "num_test", "probe_epochs",
+                                               "measure_inputs", "copies", "interpolation_steps")}
+    return hashlib.sha256(json.dumps([settings, r.name, r.flags, seed], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_job(args: argparse.Namespace, r: Recipe, seed: int) -> dict:
+    """Pre-train (or reuse) one encoder and evaluate it (or reuse its evaluation); returns the evaluation."""
+    torch.set_num_threads(1)
+    folder = args.runs / f"seed{seed}" / r.name
+    out = folder / "evaluation.json"
+    key = evaluation_key(args, r, seed)
+    if out.is_file() and json.loads(out.read_text()).get("key") == key:
+        return json.loads(out.read_text())
+    timings: dict[str, float] = {}
+    command = pretrain_command(args, r, seed, folder)
+    if not _finished(folder, args.steps * r.steps_factor):
+        began = time.perf_counter()
+        log = folder.parent / f"{r.name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("w") as handle:
+            subprocess.run(command, cwd=ROOT, check=True, stdout=handle, stderr=subprocess.STDOUT,
+                           env=os.environ | {"OMP_NUM_THREADS": "1"})
+        timings["pretrain_s"] = time.perf_counter() - began
+    from benchmarks.evidence.scores import score_amortised, score_plain, training_points
+    from benchmarks.evidence.tasks import load_tasks
+    from core.checkpoint import load_encoder
+
+    encoder = load_encoder(folder).eval()
+    tasks = load_tasks(args.modality, encoder.space, args.num_train, args.num_test, seed=0)
+    extra = ({"spectral": [1.0 if n in AUDIO_SPECTRAL else 0.0 for n in encoder.space.names],
+              "temporal": [1.0 if n in AUDIO_TEMPORAL else 0.0 for n in encoder.space.names]}
+             if args.modality == "audio" else None)
+    began = time.perf_counter()
+    if r.conditioned:
+        from core.downstream import recalibrate_batchnorm
+
+        scores = score_amortised(encoder, tasks, seed, probe_epochs=args.probe_epochs,
+                                 points=training_points(encoder.space, extra), recalibrate=recalibrate_batchnorm,
+                                 timings=timings)
+    else:
+        scores = score_plain(encoder, tasks, seed)
+    timings["scores_s"] = time.perf_counter() - began
+    measured = None
+    if args.measure_inputs > 0:
+        from benchmarks.evidence.measured import measure_encoder, measurement_inputs
+
+        began = time.perf_counter()
+        inputs = measurement_inputs(args.modality, args.measure_inputs, seed=seed)
+        measured = measure_encoder(encoder, args.modality, inputs, conditioned=r.conditioned,
+                                   num_copies=args.copies, interpolation_steps=args.interpolation_steps, seed=seed,
+                                   extra_points=extra)
+        timings["measure_s"] = time.perf_counter() - began
+    steps, losses = reporting.loss_curves(folder)
+    result = {"key": key, "recipe": r.name, "seed": seed, "command": "python " + shlex.join(command[1:]),
+              "parameters": sum(p.numel() for p in encoder.parameters()),
+              "metrics": {t: d.metric for t, d in tasks.items()}, "scores": scores, "measured": measured,
+              "convergence": reporting.convergence(steps, losses), "timings_s": timings}
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    tmp.replace(out)
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ the whole run
+def collect(args: argparse.Namespace) -> dict[str, dict[int, dict]]:
+    """Run (or reuse) every (encoder, seed) job, ``--jobs`` at a time, longest first; results by recipe and seed."""
+    jobs = sorted(((r, s) for r in args.recipes for s in args.seed_list),
+                  key=lambda job: -(job[0].steps_factor * (9 if job[0].name == "plain_wide" else 1)))
+    results: dict[str, dict[int, dict]] = {}
+    if args.report_only:
+        for r, s in jobs:
+            path = args.runs / f"seed{s}" / r.name / "evaluation.json"
+            if path.is_file():
+                results.setdefault(r.name, {})[s] = json.loads(path.read_text())
+        return results
+    context = multiprocessing.get_context("spawn")
+    with futures.ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
+        pending = {pool.submit(run_job, args, r, s): (r.name, s) for r, s in jobs}
+        bar = tqdm(futures.as_completed(pending), total=len(pending), desc=f"{args.modality} encoders", unit="run")
+        for done in bar:
+            name, seed = pending[done]
+            results.setdefault(name, {})[seed] = done.result()
+            bar.set_postfix_str(f"{name} seed {seed} done")
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    began = time.perf_counter()
+    results = collect(args)
+    if not results:
+        raise SystemExit(f"no evaluations found under {args.runs}")
+    recipes = [r for r in args.recipes if r.name in results]
+    summary = reporting.summarise(args.modality, recipes, results)
+    args.seeds_run = sorted({s for seeds in results.values() for s in seeds})
+    first = next(iter(next(iter(results.values())).values()))
+    curves = {name: {s: reporting.loss_curves(args.runs / f"seed{s}" / name) for s in seeds}
+              for name, seeds in results.items()}
+    report = {
+        "benchmark": "invariance", "modality": args.modality,
+        "date": datetime.now().isoformat(timespec="seconds"),
+        "command": "python " + shlex.join(["benchmarks/invariance_benchmark.py", *(argv or sys.argv[1:])]),
+        "git_commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                     text=True, check=False).stdout.strip() or None,
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "recipes"}
+        | {"seeds_run": len(args.seeds_run)},
+        "environment": {"torch": torch.__version__, "cpu_count": os.cpu_count(), "machine": platform.machine(),
+                        "load_average": os.getloadavg()},
+        "encoders": {r.name: {"role": r.role, "description": r.description, "conditioned": r.conditioned,
+                              "steps": args.steps * r.steps_factor,
+                              "parameters": next(iter(results[r.name].values()))["parameters"]} for r in recipes},
+        "metrics": first["metrics"], "summary": summary,
+        "convergence": {name: {s: r["convergence"] for s, r in seeds.items()} for name, seeds in results.items()},
+        "timings_s": {name: {s: r["timings_s"] for s, r in seeds.items()} for name, seeds in results.items()},
+        "results": results,
+    }
+    report["config"]["seeds_run"] = len(args.seeds_run)
+    stem = args.output.with_suffix("")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    plots = [reporting.plot_scores(args.modality, summary, Path(f"{stem}_scores.png")),
+             reporting.plot_losses(curves, Path(f"{stem}_losses.png"))]
+    if summary["descriptors"]:
+        plots.append(reporting.plot_descriptors(args.modality, summary, Path(f"{stem}_descriptors.png")))
+    if any(r.get("measured") for seeds in results.values() for r in seeds.values()):
+        from benchmarks.evidence.measured import radar_plots
+
+        seed0 = min(args.seeds_run)
+        plots += radar_plots({name: seeds[seed0]["measured"] for name, seeds in results.items()
+                              if seed0 in seeds and seeds[seed0].get("measured")}, Path(f"{stem}_radar"))
+    report["plots"] = [str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in plots]
+    report["total_wall_time_s"] = time.perf_counter() - began
+    table = reporting.markdown(args.modality, report)
+    Path(f"{stem}.md").write_text(table)
+    args.output.write_text(json.dumps(report, indent=1) + "\n")
+    print("\n" + table)
+    print(f"wrote {args.output}, {stem}.md and {len(plots)} plots ({report['total_wall_time_s']:.0f} s)")
+    return report
+
+
+if __name__ == "__main__":
+    main()
