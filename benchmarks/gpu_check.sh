@@ -3,16 +3,31 @@
 #
 #   bash benchmarks/gpu_check.sh            # from a checkout; results in ${OUT:-benchmarks/results/gpu}
 #
-# Steps (each under its own time limit; a failing step is recorded and the next one still runs):
+# Steps, most important numbers first (each under its own time limit, cut to what is left of the total budget
+# GPU_CHECK_BUDGET, default 480 s; a step that no longer fits is skipped; a failing step is recorded and the next
+# one still runs):
 #   1. GPU and library versions (nvidia-smi, torch.cuda)                -> env.txt
-#   2. TORCH_DEVICE=cuda pytest of the whole suite: every test that takes the `device` fixture runs on the GPU;
+#   2. benchmarks/paper_width_step.py: paper-width Hyper-ResNet50 vs ResNet50, 224 px, batch 256, bf16, fused
+#      AdamW, SimCLR step; step-time ratio, peak memory, breakdown, profile -> paper_width_step.json
+#   3. the same for the audio pre-training step (FSD50K recipe: Hyper-ResNet18 width 64 / generator 32 vs
+#      ResNet18, 128 mels x 157 frames, batch 128)                      -> paper_width_step_audio.json
+#   4. benchmarks/audio_fewshot_speed.py --device cuda --paper-episodes 25: the per-episode few-shot route
+#      (and the cached routes) on the GPU                               -> audio_fewshot_speed.json
+#   5. benchmarks/audio_augment_throughput.py --recipe fsd50k --device cuda: the fast augmentation path on the
+#      GPU and the learner's step with its log-mel front end            -> audio_augment.json
+#   6. TORCH_DEVICE=cuda pytest of the whole suite: every test that takes the `device` fixture runs on the GPU;
 #      the step fails if a test fails or if none used the GPU          -> pytest.xml, device_tests.json
-#   3. benchmarks/pretrain_throughput.py --device cuda (bf16 autocast)   -> pretrain_throughput.json
+#   7. benchmarks/pretrain_throughput.py --device cuda (bf16 autocast)   -> pretrain_throughput.json
 #      (benchmarks/hypernet_overhead.py has no device option, so it is not run here)
-#   4. a 50-step python -m vision.pretrain smoke run on CUDA with bf16, then core.load_encoder on CUDA
+#   8. a 50-step python -m vision.pretrain smoke run on CUDA with bf16, then core.load_encoder on CUDA
 #                                                                         -> gpu-pretrain/{config.json,metrics.jsonl}
-# A summary of every step (status, seconds) goes to gpu_check.json; the exit status is 1 if any step failed.
-# About 4-6 minutes on one H100 (budget: under 8; the step limits add up to 11 minutes at worst).
+# A summary of every step (status, seconds; status "skipped" when the budget ran out) goes to gpu_check.json and the
+# headline numbers to summary.json (also printed); the exit status is 1 if any step failed.
+# Not yet run in this form on a GPU; the budget ends it within about 8.5 minutes (480 s, plus each step's 10-s
+# kill grace and the summary). The earlier form (environment, two test files, throughput, smoke) took 98 s on an H100.
+#
+# GPU_CHECK_SMOKE=1 runs steps 2-5 on the CPU with tiny settings (--quick) and skips 1 and 6-8: the way to check
+# this script without a GPU (about 1.5 minutes on 2 CPU cores).
 #
 # On this workplace's lent GPU machine (no package index; python3 holds torch, timm, pyyaml but not pydantic),
 # carry pydantic's wheels (see benchmarks/README.md) and run:
@@ -28,14 +43,27 @@ if [[ -f .venv/bin/activate ]]; then
 fi
 PYTHON="${PYTHON:-$(command -v python || command -v python3)}"
 STARTED=$(date +%s)
+BUDGET="${GPU_CHECK_BUDGET:-480}"  # seconds for all steps together (the lent machine's command limit is 600)
+SMOKE="${GPU_CHECK_SMOKE:-0}"      # 1: CPU, tiny settings, benchmark steps only (checks this script)
 declare -a RESULTS=()
 FAILED=0
 
-# step NAME LIMIT_SECONDS COMMAND...: run COMMAND under a time limit, record its status and duration.
+# step NAME LIMIT_SECONDS COMMAND...: run COMMAND under a time limit (cut to what is left of BUDGET), record its
+# status and duration; skipped when less than 30 s of the budget is left.
 step() {
     local name=$1 limit=$2
     shift 2
-    local began status
+    local began status left
+    left=$((BUDGET - ($(date +%s) - STARTED)))
+    if [[ $left -lt 30 ]]; then
+        echo
+        echo "=== [$name] skipped: ${left}s left of the ${BUDGET}s budget"
+        RESULTS+=("{\"step\": \"$name\", \"status\": \"skipped\", \"seconds\": 0}")
+        return 0
+    fi
+    if [[ $limit -gt $left ]]; then
+        limit=$left
+    fi
     began=$(date +%s)
     echo
     echo "=== [$name] (limit ${limit}s, $(($(date +%s) - STARTED))s elapsed) $*"
@@ -50,9 +78,10 @@ step() {
     RESULTS+=("{\"step\": \"$name\", \"status\": $status, \"seconds\": $seconds}")
 }
 
-# Offline machines: wheels carried in .whl/ (e.g. pydantic and its three dependencies, which the lent GPU
-# image lacks) are installed first, without an index, into /tmp/site.
-if compgen -G ".whl/*.whl" >/dev/null; then
+# Offline machines: wheels carried in .whl/ (e.g. pydantic and its dependencies, which the lent GPU
+# image lacks; also soundfile, audiomentations and their dependencies for the audio steps) are installed first,
+# without an index, into /tmp/site. Not in the CPU smoke mode (the wheels are for the GPU machine's Python 3.12).
+if [[ $SMOKE != 1 ]] && compgen -G ".whl/*.whl" >/dev/null; then
     echo "=== installing the carried wheels in .whl/ into /tmp/site"
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
         .whl/*.whl
@@ -81,10 +110,6 @@ assert torch.cuda.is_available(), "torch does not see a CUDA device"
 print(f"device 0: {torch.cuda.get_device_name(0)}")
 EOF
 }
-export -f environment
-export PYTHON OUT_DIR
-step environment 60 bash -c 'set -euo pipefail; environment | tee "$OUT_DIR/env.txt"'
-
 cuda_tests() {
     TORCH_DEVICE=cuda DEVICE_TESTS_REPORT="$OUT_DIR/device_tests.json" "$PYTHON" -m pytest -q tests \
         --junitxml "$OUT_DIR/pytest.xml" -p no:cacheprovider
@@ -97,13 +122,6 @@ print(f"{count} tests ran on {report['device']}")
 sys.exit(0 if count and report["device"].startswith("cuda") else 1)
 EOF
 }
-export -f cuda_tests
-step pytest 300 bash -c 'set -euo pipefail; cuda_tests'
-
-step pretrain_throughput 240 "$PYTHON" benchmarks/pretrain_throughput.py --device cuda --amp bf16 \
-    --workers 2 8 --aug-batches 64 --model-warmup 5 --model-rounds 20 --warmup 10 --steps 60 \
-    --output "$OUT_DIR/pretrain_throughput.json"
-
 smoke() {
     local run_dir="$OUT_DIR/gpu-pretrain"
     "$PYTHON" -m vision.pretrain --run.steps 50 --run.device cuda --run.amp bf16 --run.output "$run_dir" \
@@ -124,8 +142,40 @@ print(f"load_encoder on cuda ok: features {tuple(features.shape)}; last metrics 
 EOF
     rm -f "$run_dir/checkpoint.pt"  # hundreds of MB; config.json and metrics.jsonl are kept
 }
-export -f smoke
-step pretrain_smoke 180 bash -c 'set -euo pipefail; smoke'
+export PYTHON OUT_DIR
+if [[ $SMOKE == 1 ]]; then
+    DEVICE=cpu
+    QUICK=(--quick)
+    AUGMENT=(--recipe bare --batches 1 --reference-batches 1 --model-steps 1 --steps 0)
+else
+    DEVICE=cuda
+    QUICK=()
+    AUGMENT=(--recipe fsd50k --batches 4 --reference-batches 1 --model-steps 10 --steps 0)
+    export -f environment
+    step environment 60 bash -c 'set -euo pipefail; environment | tee "$OUT_DIR/env.txt"'
+fi
+
+# The issue's performance numbers first: the paper-width vision step, the audio step, the per-episode route.
+step paper_width_vision 240 "$PYTHON" benchmarks/paper_width_step.py --device "$DEVICE" ${QUICK[@]+"${QUICK[@]}"} \
+    --output "$OUT_DIR/paper_width_step.json"
+step paper_width_audio 150 "$PYTHON" benchmarks/paper_width_step.py --modality audio --device "$DEVICE" \
+    ${QUICK[@]+"${QUICK[@]}"} --output "$OUT_DIR/paper_width_step_audio.json"
+step audio_fewshot_speed 180 "$PYTHON" benchmarks/audio_fewshot_speed.py --device "$DEVICE" --paper-episodes 25 \
+    ${QUICK[@]+"${QUICK[@]}"} --output "$OUT_DIR/audio_fewshot_speed.json"
+step audio_augment 150 "$PYTHON" benchmarks/audio_augment_throughput.py --device "$DEVICE" "${AUGMENT[@]}" \
+    --output "$OUT_DIR/audio_augment.json"
+
+if [[ $SMOKE != 1 ]]; then
+    export -f cuda_tests
+    step pytest 240 bash -c 'set -euo pipefail; cuda_tests'
+
+    step pretrain_throughput 150 "$PYTHON" benchmarks/pretrain_throughput.py --device cuda --amp bf16 \
+        --workers 2 8 --aug-batches 64 --model-warmup 5 --model-rounds 20 --warmup 10 --steps 60 \
+        --output "$OUT_DIR/pretrain_throughput.json"
+
+    export -f smoke
+    step pretrain_smoke 120 bash -c 'set -euo pipefail; smoke'
+fi
 
 TOTAL=$(($(date +%s) - STARTED))
 {
@@ -142,6 +192,7 @@ TOTAL=$(($(date +%s) - STARTED))
     echo "  ]"
     echo "}"
 } >"$OUT_DIR/gpu_check.json"
-cat "$OUT_DIR/gpu_check.json"
+# Step statuses and the headline numbers of the benchmark steps (from whatever JSON they left) -> summary.json.
+"$PYTHON" benchmarks/gpu_check_summary.py "$OUT_DIR" || cat "$OUT_DIR/gpu_check.json"
 echo "gpu_check: total ${TOTAL}s; results in $OUT_DIR"
 exit "$FAILED"

@@ -1,0 +1,98 @@
+"""The headline numbers of a ``benchmarks/gpu_check.sh`` run, from whatever JSON its steps left: summary.json.
+
+    python benchmarks/gpu_check_summary.py benchmarks/results/gpu
+
+Reads ``gpu_check.json`` (step statuses), ``paper_width_step.json``, ``paper_width_step_audio.json``,
+``audio_fewshot_speed.json`` and ``audio_augment.json`` when present; a missing or unreadable file is listed under
+``missing`` instead of failing, so a partial run still gets its summary.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def load(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def paper_width(result: dict) -> dict:
+    """Step times, ratio, memory and the hyper step's breakdown (ms) of one ``paper_width_step.py`` report."""
+    settings, models = result["settings"], result["models"]
+    hyper = result.get("breakdown", {}).get("hyper", {})
+    return {
+        "device": result["environment"].get("gpu", "cpu"), "torch": result["environment"]["torch"],
+        "batch": settings["batch"], "input": settings["input_shape"], "dtype": settings["dtype"],
+        "loss": settings["loss"], "plain_ms": models["plain"]["median_step_s"] * 1e3,
+        "hyper_ms": models["hyper"]["median_step_s"] * 1e3, "ratio": result["ratio_hyper_over_plain"],
+        "goal": result["goal"],
+        "peak_alone_gb": {name: row["memory"].get("peak_alone_gb") for name, row in models.items()},
+        "optimizer_state_gb": {name: row["memory"]["optimizer_state_gb"] for name, row in models.items()},
+        "hyper_breakdown_ms": {k: v * 1e3 for k, v in {**hyper.get("median_s", {}),
+                                                       **hyper.get("derived_s", {})}.items()},
+    }
+
+
+def summarise(out: Path) -> dict:
+    summary: dict = {"missing": []}
+    check = load(out / "gpu_check.json")
+    if check:
+        summary["steps"] = {row["step"]: {"status": row["status"], "seconds": row["seconds"]}
+                            for row in check["steps"]}
+        summary["total_seconds"] = check["total_seconds"]
+    for key, name in (("paper_width_vision", "paper_width_step.json"),
+                      ("paper_width_audio", "paper_width_step_audio.json")):
+        result = load(out / name)
+        if result:
+            summary[key] = paper_width(result)
+        else:
+            summary["missing"].append(name)
+    fewshot = load(out / "audio_fewshot_speed.json")
+    if fewshot and "paper_size" in fewshot:
+        q = fewshot["paper_size"]
+        summary["audio_fewshot_per_episode_paper_size"] = {
+            "episodes": q["episodes_measured"], "s_per_episode": q["measured_device_s_per_episode"],
+            "s_for_10000": q["measured_device_s_for_10000"], "forward_mode_step_s": q["forward_mode_step_s"],
+            "reverse_step_s": q["reverse_step_s"], "score_s": q["score_s"]}
+    else:
+        summary["missing"].append("audio_fewshot_speed.json")
+    augment = load(out / "audio_augment.json")
+    if augment:
+        summary["audio_augment"] = {
+            "recipe": augment["recipe"], "model": augment.get("model"),
+            "augmentation": [{k: row.get(k) for k in ("path", "device", "clips_per_s")}
+                             for row in augment["augmentation"]]}
+    else:
+        summary["missing"].append("audio_augment.json")
+    return summary
+
+
+def main() -> None:
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/gpu")
+    summary = summarise(out)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print("\n=== summary")
+    for name, step in summary.get("steps", {}).items():
+        print(f"  {name:<22} status {step['status']!s:<8} {step['seconds']:>4} s")
+    for key in ("paper_width_vision", "paper_width_audio"):
+        if key in summary:
+            s = summary[key]
+            print(f"{key}: {s['device']}, batch {s['batch']} x {s['input']}, {s['dtype']}, {s['loss']}: plain "
+                  f"{s['plain_ms']:.1f} ms, hyper {s['hyper_ms']:.1f} ms per step, ratio {s['ratio']:.2f}x (goal "
+                  f"{s['goal']}x); peak GB alone {s['peak_alone_gb']}; hyper breakdown ms "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in s["hyper_breakdown_ms"].items()))
+    for key in ("audio_fewshot_per_episode_paper_size", "audio_augment"):
+        if key in summary:
+            print(f"{key}: {json.dumps(summary[key])[:600]}")
+    if summary["missing"]:
+        print(f"missing: {', '.join(summary['missing'])}")
+    print(f"wrote {out / 'summary.json'}")
+
+
+if __name__ == "__main__":
+    main()
