@@ -9,7 +9,7 @@ import torchaudio.transforms as AT
 from torch.utils.data import DataLoader
 
 from audio.augment import FACTORS, FADE_SHAPES, AugmentSettings, ViewParams, augment_batch, draw_view_params
-from audio.augment.fast import shift_pitch, vocoder_stretch
+from audio.augment.vocoder import shift_pitch, vocoder_stretch
 from audio.data.views import ContrastiveAudioViews
 from core.invariance import InvarianceSpace
 from core.pretrain.sampler import DescriptorBatchSampler
