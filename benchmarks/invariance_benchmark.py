@@ -55,7 +55,7 @@ from core.downstream.probe import PROBE_EPOCHS  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 #: Budgets: (pre-training steps, batch, readout train/test inputs, probe epochs, measured inputs, copies).
 PRESETS = {
-    ("vision", False): {"steps": 500, "batch_size": 64, "num_train": 1000, "num_test": 500,
+    ("vision", False): {"steps": 400, "batch_size": 64, "num_train": 1000, "num_test": 500,
                         "probe_epochs": PROBE_EPOCHS, "measure_inputs": 256, "copies": 4},
     ("vision", True): {"steps": 20, "batch_size": 32, "num_train": 200, "num_test": 100, "probe_epochs": 2,
                        "measure_inputs": 32, "copies": 2},

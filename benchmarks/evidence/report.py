@@ -21,8 +21,8 @@ from benchmarks.evidence.recipes import Recipe
 from benchmarks.evidence.tasks import EXPECTED, TASKS
 
 
-def interval(values: Sequence[float]) -> dict[str, Any]:
-    """Mean and 95 % Student-t interval over seeds (no interval from a single value)."""
+def interval(values: Sequence[float], bounds: tuple[float, float] | None = None) -> dict[str, Any]:
+    """Mean and 95 % Student-t interval over seeds (no interval from a single value), clipped to ``bounds``."""
     x = np.asarray([v for v in values if v is not None], dtype=float)
     if x.size == 0:
         return {"mean": None, "ci": None, "n": 0, "values": []}
@@ -30,7 +30,10 @@ def interval(values: Sequence[float]) -> dict[str, Any]:
     if x.size < 2:
         return {"mean": mean, "ci": None, "n": 1, "values": x.tolist()}
     half = float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-    return {"mean": mean, "ci": [mean - half, mean + half], "n": int(x.size), "values": x.tolist()}
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return {"mean": mean, "ci": [low, high], "n": int(x.size), "values": x.tolist()}
 
 
 def columns(recipes: Sequence[Recipe], results: Mapping[str, Mapping[int, dict]]) -> list[tuple[str, str, str]]:
@@ -66,7 +69,7 @@ def summarise(modality: str, recipes: Sequence[Recipe], results: Mapping[str, Ma
             per_route = {}
             for route in ("learned", "grid_refine"):
                 values = [res["scores"][task][route]["invariance_by_name"] for res in results[r.name].values()]
-                per_route[route] = {k: interval([v[k] for v in values]) for k in values[0]}
+                per_route[route] = {k: interval([v[k] for v in values], bounds=(0.0, 1.0)) for k in values[0]}
             descriptors[r.name][task] = per_route
     return {"scores": scores, "descriptors": descriptors,
             "differences": differences(modality, results), "claims": claims(modality, results, descriptors)}
