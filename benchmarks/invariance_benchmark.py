@@ -59,8 +59,8 @@ PRESETS = {
                         "probe_epochs": PROBE_EPOCHS, "measure_inputs": 256, "copies": 4},
     ("vision", True): {"steps": 20, "batch_size": 32, "num_train": 200, "num_test": 100, "probe_epochs": 2,
                        "measure_inputs": 32, "copies": 2},
-    ("audio", False): {"steps": 300, "batch_size": 64, "num_train": 800, "num_test": 400,
-                       "probe_epochs": PROBE_EPOCHS, "measure_inputs": 128, "copies": 4},
+    ("audio", False): {"steps": 200, "batch_size": 32, "num_train": 600, "num_test": 300,
+                       "probe_epochs": PROBE_EPOCHS, "measure_inputs": 64, "copies": 3},
     ("audio", True): {"steps": 10, "batch_size": 16, "num_train": 160, "num_test": 80, "probe_epochs": 2,
                       "measure_inputs": 16, "copies": 2},
 }
