@@ -90,7 +90,10 @@ def augmentation_rows(views: ContrastiveAudioViews, sampler: DescriptorBatchSamp
     """Rows of (a)/(b) and a per-factor table (each factor alone on one batch), both paths on the same draws."""
     keys = [next(iter_) for iter_ in [iter(sampler)] for _ in range(batches)]
     prepared = [_params(views, k) for k in keys[:reference_batches]]
-    _augment("reference", prepared[0][0][:2], [p.select(torch.arange(2)) for p in prepared[0][1]], views.settings)
+    for j in range(len(FACTORS)):  # warm every factor up on both paths: librosa's first pitch shift alone costs
+        waves, params = _params(views, keys[0][:2], torch.eye(len(FACTORS))[j])  # ~1 CPU-s (numba compilation)
+        for path in ("fast", "reference"):
+            _augment(path, waves, params, views.settings)
     rows = []
     for path in ("fast", "reference"):  # augmentation only, on the same chunks and parameters
         wall, cpu = timed(lambda path=path: [_augment(path, w, p, views.settings) for w, p in prepared])

@@ -6,7 +6,7 @@ applies to; on a CPU it is as many rows as fit in the core's cache (:data:`CPU_C
 cost about twice as much on a whole batch of 128 as on the same rows a few at a time (one clip at a time, numpy's
 reference path enjoys the cache for free). Shift, mask and fade touch only what they
 change (a roll, a span, two ramps) per example; both noises run per row group with per-example parameters. Pitch
-shift groups the batch by semitone and time stretch by rate: one phase vocoder (and, for pitch, one FFT
+shift groups the batch by semitone and time stretch by rate: one phase vocoder (and, for pitch, one polyphase
 resampling) per group, so a batch of 128 needs at most 30 and 20 vocoder calls on a GPU. Each example applies its
 active factors in its own random order: at position ``k`` of the orders, the examples are grouped by the factor
 they apply there.

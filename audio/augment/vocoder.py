@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import functools
 import math
+from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
+import torchaudio.transforms as AT
 from torch import Tensor
 
 #: Phase-vocoder STFT (``shared/reference/audio-protocol.md`` D8): 512-point hann window, hop 128.
 VOCODER_N_FFT = 512
 VOCODER_HOP = 128
+#: Largest denominator of the rational resampling ratio of a pitch shift (error below 0.01 semitone).
+RESAMPLE_DENOMINATOR = 64
 
 
 def _window(device: torch.device) -> Tensor:
@@ -76,7 +80,7 @@ def _inverse_envelope(frames: int, length: int, device: str) -> Tensor:
 
 def _wrap(angle: Tensor) -> Tensor:
     """Angles wrapped to [-pi, pi], in place (``round`` vectorises on a CPU, ``remainder`` does not)."""
-    return angle.sub_(torch.round(angle * (0.5 / math.pi)).mul_(2 * math.pi))
+    return angle.sub_((angle * (0.5 / math.pi)).round_(), alpha=2 * math.pi)
 
 
 def phase_vocoder(spec: Tensor, rate: float) -> Tensor:
@@ -109,12 +113,12 @@ def phase_vocoder(spec: Tensor, rate: float) -> Tensor:
     if edge > 0:
         increment[:, :edge] = increment[:, edge:edge + 1]
         start = phase[:, edge:edge + 1] - edge * increment[:, edge:edge + 1]
-    accumulated = torch.empty(spec.shape[0], len(low), spec.shape[2], device=spec.device, dtype=magnitude.dtype)
+    accumulated = increment.index_select(1, torch.cat([low[:1], low[:-1]]))  # (G, N', F): frame 0 is overwritten
     accumulated[:, :1] = start
-    torch.cumsum(increment.index_select(1, low[:-1]), dim=1, out=accumulated[:, 1:])
-    accumulated[:, 1:] += start  # (G, N', F); within +-pi N', where float32 cos and sin stay fast
+    accumulated.cumsum_(dim=1)  # within +-pi N', where float32 cos and sin stay fast
     scaled = torch.lerp(magnitude.index_select(1, low), magnitude.index_select(1, low + 1), alpha)  # (G, N', F)
-    return torch.complex(scaled * torch.cos(accumulated), scaled.mul_(torch.sin(accumulated)))
+    real = torch.cos(accumulated).mul_(scaled)
+    return torch.complex(real, accumulated.sin_().mul_(scaled))
 
 
 def vocoder_stretch(x: Tensor, rate: float) -> Tensor:
@@ -130,35 +134,18 @@ def fit_length(x: Tensor, length: int) -> Tensor:
     return x.repeat(1, reps)[:, :length]
 
 
-@functools.lru_cache(maxsize=1024)
-def fft_length(target: float) -> int:
-    """The length nearest ``target`` whose prime factors are all at most 11, within 0.1 % (else ``round``).
+def resample(x: Tensor, orig: int, new: int) -> Tensor:
+    """torchaudio's polyphase windowed-sinc resampling from rate ``orig`` to ``new`` (small integers).
 
-    An FFT of a length with a large prime factor costs several times one of a smooth length (15,101 samples,
-    a prime: 3x 15,100 = 2^2 5^2 151... measured on one thread); 0.1 % of the length is 0.02 semitone.
+    The kernel is built once per ratio and device. On one thread it costs about a tenth of resampling 5-s clips
+    through a full-length FFT pair. Shape: (G, n) -> (G, ceil(n · new / orig)).
     """
-    centre = max(1, round(target))
-    for offset in range(int(target * 1e-3) + 1):
-        for n in (centre - offset, centre + offset):
-            rest = n
-            for prime in (2, 3, 5, 7, 11):
-                while rest % prime == 0 and rest > 1:
-                    rest //= prime
-            if rest == 1 and n > 0:
-                return n
-    return centre
+    return _resampler(orig, new, str(x.device))(x)
 
 
-def resample(x: Tensor, length: int) -> Tensor:
-    """Band-limited resampling of each row to ``length`` samples: its spectrum truncated or zero-padded.
-
-    The clip is taken as one period (as ``scipy.signal.resample``); the ratio is ``length / n`` exactly, so a
-    pitch shift needs no rational approximation, and one FFT pair costs a fraction of a polyphase filter.
-    Shape: (G, n) -> (G, length).
-    """
-    n = x.shape[1]
-    spec = torch.fft.rfft(x, dim=1)[:, :min(n, length) // 2 + 1]  # (G, bins): above the lower Nyquist dropped
-    return torch.fft.irfft(spec, n=length, dim=1).mul_(length / n)
+@functools.lru_cache(maxsize=128)
+def _resampler(orig: int, new: int, device: str) -> AT.Resample:
+    return AT.Resample(orig, new).to(device)
 
 
 def shift_pitch(x: Tensor, semitones: int) -> Tensor:
@@ -168,12 +155,17 @@ def shift_pitch(x: Tensor, semitones: int) -> Tensor:
     chosen to keep every intermediate signal at most L long: down (``a < 1``) stretches to ``a·L`` and resamples
     up to L; up (``a > 1``) resamples down to ``L/a`` and stretches back to L. The vocoder's cost grows with its
     output length, so a shift up costs a stretch to L instead of one to ``a·L`` (up to 2.4x longer at +15).
-    Shape: (G, L) -> (G, L).
+    ``a`` is approximated by a fraction ``p/q`` with ``q <=`` :data:`RESAMPLE_DENOMINATOR` (under 0.01 semitone
+    off), so the polyphase resampler stays small. Shape: (G, L) -> (G, L).
     """
     if semitones == 0:
         return x
     length = x.shape[1]
-    short = fft_length(length / 2.0 ** (abs(semitones) / 12))  # the intermediate length, a·L or L/a
-    if semitones < 0:
-        return resample(vocoder_stretch(x, length / short), length)  # same pitch a·L long, then pitch times a
-    return vocoder_stretch(resample(x, short), short / length)  # pitch times a, then the duration back
+    ratio = Fraction(2.0 ** (semitones / 12)).limit_denominator(RESAMPLE_DENOMINATOR)
+    if ratio < 1:
+        shorter = vocoder_stretch(x, 1.0 / float(ratio))  # (G, ~a·L): same pitch
+        shifted = resample(shorter, ratio.numerator, ratio.denominator)  # (G, ~L): pitch times a
+    else:
+        shorter = resample(x, ratio.numerator, ratio.denominator)  # (G, ~L/a): pitch times a
+        shifted = vocoder_stretch(shorter, shorter.shape[1] / length)  # (G, L): the duration back
+    return fit_length(shifted, length)
