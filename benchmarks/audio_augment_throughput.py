@@ -5,10 +5,12 @@ All in one run (the CPUs are shared with other processes, so only numbers from t
 (a) ``augmentation``: clips per second (and per process CPU second, the fair number on a shared machine) of
     making both views with the fast path and with the reference path (audiomentations, torchaudio Fade), on the
     same chunks and the same drawn parameters of ``--reference-batches`` batches whose descriptors are drawn as
-    in pre-training, on one thread; then what a data-loader worker does per batch
-    (:meth:`audio.data.views.ContrastiveAudioViews.__getitems__`: clip, chunk, parameters, both views) over
-    ``--batches`` batches. On a GPU, a row runs :func:`audio.augment.fast.augment_batch` on the device.
-(b) ``factors``: each factor alone on one batch, both paths (where the 10x must come from: pitch and stretch).
+    in pre-training, on one thread, after every factor has run once on both paths (first-call costs excluded);
+    then what a data-loader worker does per batch (:meth:`audio.data.views.ContrastiveAudioViews.__getitems__`:
+    clip, chunk, parameters, both views) over ``--batches`` batches. On a GPU, a row runs
+    :func:`audio.augment.fast.augment_batch` on the device.
+(b) ``factors``: each factor alone on one batch, both paths (where the 10x must come from: pitch and stretch),
+    and from them the ratio averaged over the descriptor space (:func:`descriptor_weighted_ratio`).
 (c) ``model``: clips per second of the training step of the recipe's learner on pre-made waveform views (log-mel
     front end, Hyper-ResNet18, SimCLR loss, backward, AdamW), on ``--device``.
 (d) ``end_to_end``: ``audio.pretrain.main`` for ``--steps`` steps with the default workers (2), reading the
@@ -132,6 +134,20 @@ def augmentation_rows(views: ContrastiveAudioViews, sampler: DescriptorBatchSamp
     return rows, factors
 
 
+def descriptor_weighted_ratio(factors: list[dict], space: InvarianceSpace) -> float:
+    """Fast over reference per CPU second for a view averaged over the descriptor space, from the per-factor rows.
+
+    A view costs about the sum of its active factors' costs, and every descriptor is drawn equally often, so the
+    expected CPU seconds per clip are ``sum_f share_f / clips_per_cpu_s_f`` with ``share_f`` the fraction of
+    descriptors that switch factor f on. Less noisy than the few sampled batches of the headline row, whose
+    descriptors may hold neither pitch shift nor time stretch (the two factors that dominate both paths).
+    """
+    shares = space.descriptors.float().mean(0).tolist()  # (7,)
+    fast = sum(w / row["fast_clips_per_cpu_s"] for w, row in zip(shares, factors, strict=True))
+    reference = sum(w / row["reference_clips_per_cpu_s"] for w, row in zip(shares, factors, strict=True))
+    return reference / fast
+
+
 def model_row(argv: list[str], device: torch.device, steps: int) -> dict:
     cfg = load_config(argv)
     space = InvarianceSpace.from_name("audio")
@@ -207,6 +223,8 @@ def main() -> None:
     print(f"augmentation only, same {args.reference_batches} batches: fast {fast:.1f} vs reference {reference:.1f} "
           f"clips per CPU second ({fast / reference:.1f}x); worker with clip loading over {args.batches} batches: "
           f"{augmentation[2]['clips_per_cpu_s']:.1f} clips per CPU second", flush=True)
+    weighted = descriptor_weighted_ratio(factors, space)
+    print(f"averaged over the descriptor space (from the per-factor rows): {weighted:.1f}x", flush=True)
     for row in factors:
         print(f"  {row['factor']:<13} fast {row['fast_clips_per_cpu_s']:8.1f}  reference "
               f"{row['reference_clips_per_cpu_s']:8.1f}  ({row['ratio']:.1f}x)", flush=True)
@@ -218,7 +236,8 @@ def main() -> None:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpus": os.cpu_count(), "load_avg_1min": round(os.getloadavg()[0], 2), "threads": args.threads,
         "clip_seconds": cfg.data.clip_seconds, "n_mels": cfg.data.n_mels, "batch": cfg.run.batch_size,
-        "augmentation": augmentation, "fast_over_reference_per_cpu_s": fast / reference, "factors": factors,
+        "augmentation": augmentation, "fast_over_reference_per_cpu_s": fast / reference,
+        "fast_over_reference_descriptor_weighted": weighted, "factors": factors,
         "model": model,
     }
     if args.steps:
