@@ -146,7 +146,7 @@ def test_pitch_shift_groups_the_batch_by_semitone(device: torch.device) -> None:
         assert abs(12 * math.log2(peak / 300.0) - int(params.semitones[b])) < 0.1
         alone = shift_pitch(x[b:b + 1], int(params.semitones[b]))[0]
         # Resampling a row in a batch rounds differently from alone (1e-7); on a pure tone the vocoder's phases of
-        # the reflect-padded edge frames turn that into up to 3e-3 in the first and last few hundred samples.
+        # the reflect-padded edge frames turn that into up to 5e-3 in the first and last few hundred samples.
         torch.testing.assert_close(out[b, 1000:-1000], alone[1000:-1000], atol=1e-4, rtol=0)
         torch.testing.assert_close(out[b], alone, atol=1e-2, rtol=0)
 
