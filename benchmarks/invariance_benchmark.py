@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not results:
         raise SystemExit(f"no evaluations found under {args.runs}")
     recipes = [r for r in args.recipes if r.name in results]
+    results = {r.name: dict(sorted(results[r.name].items())) for r in recipes}  # recipe order, seeds sorted
     summary = reporting.summarise(args.modality, recipes, results)
     args.seeds_run = sorted({s for seeds in results.values() for s in seeds})
     first = next(iter(next(iter(results.values())).values()))

@@ -71,8 +71,75 @@ def summarise(modality: str, recipes: Sequence[Recipe], results: Mapping[str, Ma
                 values = [res["scores"][task][route]["invariance_by_name"] for res in results[r.name].values()]
                 per_route[route] = {k: interval([v[k] for v in values], bounds=(0.0, 1.0)) for k in values[0]}
             descriptors[r.name][task] = per_route
-    return {"scores": scores, "descriptors": descriptors,
-            "differences": differences(modality, results), "claims": claims(modality, results, descriptors)}
+    return {"scores": scores, "descriptors": descriptors, "differences": differences(modality, results),
+            "claims": claims(modality, results, descriptors), "measured": summarise_measured(results)}
+
+
+def summarise_measured(results: Mapping[str, Mapping[int, dict]], metric: str = "cosine") -> dict:
+    """Measured invariance across seeds, per encoder.
+
+    Returns, per encoder with measurements: ``points`` (per descriptor label and factor, the interval of the
+    invariance), ``switching`` (conditioned encoders: per coordinate and factor of that coordinate, the interval
+    of the rise from "off" to "on", the number of seeds whose curve is monotone, the mean Spearman ρ) and
+    ``batchnorm`` (per label and factor, the interval of the change when BatchNorm is recalibrated there).
+    """
+    out: dict[str, dict] = {}
+    for name, seeds in results.items():
+        measured = [r["measured"] for r in seeds.values() if r.get("measured")]
+        if not measured:
+            continue
+        first = measured[0]
+        entry: dict[str, Any] = {"points": {
+            label: {f: interval([m["points"][label][f][metric] for m in measured]) for f in factors}
+            for label, factors in first["points"].items()}}
+        if first.get("curves"):
+            entry["switching"] = {}
+            for coordinate, curve in first["curves"].items():
+                entry["switching"][coordinate] = {}
+                for factor in curve["monotonicity"][metric]:
+                    rows = [m["curves"][coordinate]["monotonicity"][metric][factor] for m in measured]
+                    rho = [r["spearman"] for r in rows if r["spearman"] is not None]
+                    entry["switching"][coordinate][factor] = interval([r["delta"] for r in rows]) | {
+                        "monotone_seeds": sum(bool(r["monotone"]) for r in rows), "seeds": len(rows),
+                        "spearman_mean": float(np.mean(rho)) if rho else None}
+        if first.get("recalibrated"):
+            entry["batchnorm"] = {
+                label: {f: interval([m["recalibrated"]["change"][label][f][metric] for m in measured])
+                        for f in factors} for label, factors in first["recalibrated"]["change"].items()}
+        out[name] = entry
+    return out
+
+
+def markdown_measured(modality: str, measured: Mapping[str, Any]) -> str:
+    """Tables of :func:`summarise_measured`: invariance per point and factor, switching, BatchNorm."""
+    if not measured:
+        return ""
+    factors = list(next(iter(next(iter(measured.values()))["points"].values())))
+    lines = [f"### {modality}: measured invariance (cosine, mean over seeds; higher = more invariant)", "",
+             "| encoder | descriptor | " + " | ".join(factors) + " |", "|---|---|" + "---|" * len(factors)]
+    for name, entry in measured.items():
+        for label, per_factor in entry["points"].items():
+            lines.append(f"| {name} | {label} | " + " | ".join(
+                f"{per_factor[f]['mean']:.3f}" for f in factors) + " |")
+    switching = {n: e["switching"] for n, e in measured.items() if e.get("switching")}
+    if switching:
+        lines += ["", f"### {modality}: switching a factor on in the descriptor (coordinate j from 0 to 1, the others "
+                  "on): rise in measured invariance to its factors [95 % interval], seeds with a monotone curve", "",
+                  "| encoder | coordinate | factor | rise | monotone | mean Spearman ρ |", "|---|---|---|---|---|---|"]
+        for name, per_coordinate in switching.items():
+            for coordinate, per_factor in per_coordinate.items():
+                for factor, v in per_factor.items():
+                    rho = "–" if v["spearman_mean"] is None else f"{v['spearman_mean']:.2f}"
+                    lines.append(f"| {name} | {coordinate} | {factor} | {_cell(v)} | {v['monotone_seeds']}/"
+                                 f"{v['seeds']} | {rho} |")
+    lines += ["", f"### {modality}: BatchNorm recalibrated per descriptor: change in measured invariance (cosine), "
+              "largest |mean change| over factors", "", "| encoder | descriptor | factor | change |",
+              "|---|---|---|---|"]
+    for name, entry in measured.items():
+        for label, per_factor in entry.get("batchnorm", {}).items():
+            factor = max(per_factor, key=lambda f: abs(per_factor[f]["mean"]))
+            lines.append(f"| {name} | {label} | {factor} | {_cell(per_factor[factor])} |")
+    return "\n".join(lines) + "\n"
 
 
 def _paired(results: Mapping[str, Mapping[int, dict]], task: str, a: tuple[str, str], b: tuple[str, str]) -> dict:
@@ -178,7 +245,7 @@ def markdown(modality: str, report: Mapping[str, Any]) -> str:
             cells.append("–" if v is None else f"{_cell(v)} vs {v['against']}: " + (
                 "better" if v["better"] else "not worse" if v["at_least_as_good"] else "worse"))
         lines.append(f"| {task} | {text} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + markdown_measured(modality, summary.get("measured", {}))
 
 
 def _figure(width: float, height: float) -> Any:
@@ -269,4 +336,4 @@ def plot_losses(curves: Mapping[str, Mapping[int, tuple[list[int], list[float]]]
 
 
 __all__ = ["claims", "columns", "convergence", "differences", "interval", "loss_curves", "markdown",
-           "plot_descriptors", "plot_losses", "plot_scores", "summarise"]
+           "markdown_measured", "plot_descriptors", "plot_losses", "plot_scores", "summarise", "summarise_measured"]

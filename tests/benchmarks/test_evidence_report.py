@@ -131,3 +131,21 @@ def test_convergence_and_loss_curves(tmp_path: Path) -> None:
     assert out["final_loss"] == pytest.approx(5.0 - 0.01 * 95.5)  # steps 91..100
     assert out["relative_change"] == pytest.approx(-0.1 / (5.0 - 0.01 * 85.5))
     assert report.plot_losses({"plain_default": {0: (steps, losses)}}, tmp_path / "l.png").stat().st_size > 0
+
+
+def test_measured_summary_across_seeds() -> None:
+    def measured(seed: int) -> dict:
+        point = {"crop": {"cosine": 0.2 + 0.1 * seed}, "flip": {"cosine": 0.5}}
+        rise = {"crop": {"delta": 0.1 * (seed + 1), "monotone": seed != 2, "spearman": 1.0}}
+        return {"points": {"(1,1)": point}, "curves": {"spatial": {"monotonicity": {"cosine": rise}}},
+                "recalibrated": {"change": {"(1,1)": {"crop": {"cosine": -0.01}, "flip": {"cosine": 0.03}}}}}
+
+    results = {"amortised": {s: {"measured": measured(s)} for s in range(3)}, "plain_default": {0: {"measured": None}}}
+    out = report.summarise_measured(results)
+    assert list(out) == ["amortised"]
+    assert out["amortised"]["points"]["(1,1)"]["crop"]["mean"] == pytest.approx(0.3)
+    switching = out["amortised"]["switching"]["spatial"]["crop"]
+    assert switching["mean"] == pytest.approx(0.2) and switching["monotone_seeds"] == 2 and switching["seeds"] == 3
+    table = report.markdown_measured("vision", out)
+    assert "| amortised | spatial | crop | 0.200 [" in table and "| 2/3 | 1.00 |" in table
+    assert "| amortised | (1,1) | flip | 0.030 [0.030, 0.030] |" in table  # the largest |change|
