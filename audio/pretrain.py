@@ -141,7 +141,7 @@ class DataConfig(StrictModel):
     hop_length: int = Field(512, ge=1, description="Hop (MetaAudio: 512): 5 s gives 157 frames.")
     augment: Literal["fast", "reference"] = Field(
         "fast", description="Augmentation path: fast (batched, grouped phase vocoder) or reference "
-        "(audiomentations + torchaudio Fade, one clip at a time, about 15x slower).")
+        "(audiomentations + torchaudio Fade, one clip at a time, about 3-4x slower on one CPU thread).")
     p: float = Field(1.0, ge=0, le=1, description="Probability of each factor the descriptor switches on "
                      "(1: the descriptor alone decides; 0.5: CLAR's RandomApply).")
     fade_shapes: int = Field(3, ge=1, le=5, description="Fade shapes drawn: 3 (CLAR paper: linear, logarithmic, "
