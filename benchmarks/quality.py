@@ -49,15 +49,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.metrics import r2_score
-from sklearn.preprocessing import StandardScaler
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
+from benchmarks.evidence.scores import readout  # noqa: E402  (the same readout as the invariance benchmark)
 from core.checkpoint import load_checkpoint, load_encoder  # noqa: E402
-from core.downstream import extract_features, grid_refine_probe, invariance_probe, split_train_val  # noqa: E402
+from core.downstream import extract_features, grid_refine_probe, invariance_probe  # noqa: E402
 from core.downstream.probe import PROBE_EPOCHS  # noqa: E402
 from vision.tasks import TaskData, load_task  # noqa: E402
 
@@ -73,7 +71,6 @@ RUNS = {  # name -> (extra pre-training flags, steps as a multiple of --steps)
 }
 DEFAULT_RUNS = ("amortised", "plain_default", "plain_spatial", "plain_appearance")
 PLAIN_DESCRIPTOR = {"plain_default": "both", "plain_spatial": "spatial only", "plain_appearance": "appearance only"}
-PENALTIES = (0.01, 0.1, 1.0, 10.0)  # logistic C; ridge alpha = 1 / C
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -127,30 +124,6 @@ def final_losses(folder: Path, fraction: float = 0.2) -> dict[str, float]:
         out["all"].append(m["last_loss"])
         out.setdefault(m["invariance"], []).append(m["last_loss"])
     return {k: float(np.mean(v)) for k, v in out.items()}
-
-
-def readout(features: np.ndarray, data: TaskData, seed: int) -> dict:
-    """Logistic / ridge readout: penalty on a validation split, refit on all training rows, one test score."""
-    n = len(data.x_train)
-    train, test = features[:n], features[n:]
-    scaler = StandardScaler().fit(train)
-    train, test = scaler.transform(train), scaler.transform(test)
-    y_train, y_test = data.y_train.numpy(), data.y_test.numpy()
-    labels = data.y_train if data.kind == "classification" else None
-    fit_idx, val_idx = (i.numpy() for i in split_train_val(n, 0.2, seed, labels=labels))
-
-    def model(penalty: float):
-        if data.kind == "classification":
-            return LogisticRegression(C=penalty, max_iter=2000)
-        return Ridge(alpha=1.0 / penalty)
-
-    def score(m, x, y) -> float:
-        return float(m.score(x, y)) if data.kind == "classification" else float(r2_score(y, m.predict(x)))
-
-    val = {c: score(model(c).fit(train[fit_idx], y_train[fit_idx]), train[val_idx], y_train[val_idx])
-           for c in PENALTIES}
-    best = max(val, key=val.get)
-    return {"score": score(model(best).fit(train, y_train), test, y_test), "val_score": val[best], "penalty": best}
 
 
 def features_at(encoder: torch.nn.Module, images: torch.Tensor, invariance) -> np.ndarray:
