@@ -85,6 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--report-only", action="store_true", help="Only summarise the evaluations already on "
                         "disk (nothing is trained).")
     parser.add_argument("--output", type=Path, help="JSON path (default results/invariance_<modality>[_quick].json).")
+    parser.add_argument("--runs-dir", type=Path, help="Folder of the pre-training runs and evaluations (default "
+                        "results/invariance_runs[_quick]/<modality>); another budget needs another folder.")
     args = parser.parse_args(argv)
     for key, value in PRESETS[(args.modality, args.quick)].items():
         if getattr(args, key) is None:
@@ -94,7 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.recipes = [recipe(args.modality, n) for n in (args.encoders.split(",") if args.encoders else names)]
     suffix = "_quick" if args.quick else ""
     args.output = args.output or RESULTS / f"invariance_{args.modality}{suffix}.json"
-    args.runs = RESULTS / f"invariance_runs{suffix}" / args.modality
+    args.runs = (args.runs_dir or RESULTS / f"invariance_runs{suffix}" / args.modality).resolve()
     return args
 
 
