@@ -125,7 +125,12 @@ def evaluation_key(args: argparse.Namespace, r: Recipe, seed: int) -> str:
 
 def run_job(args: argparse.Namespace, r: Recipe, seed: int) -> dict:
     """Pre-train (or reuse) one encoder and evaluate it (or reuse its evaluation); returns the evaluation."""
+    from threadpoolctl import threadpool_limits
+
     torch.set_num_threads(1)
+    # one BLAS thread too: scikit-learn's multi-threaded BLAS spinning beside the other jobs made each readout
+    # tens of times slower (a vision evaluation spent ~400 s of its 800 outside the timed probes)
+    threadpool_limits(1)
     folder = args.runs / f"seed{seed}" / r.name
     out = folder / "evaluation.json"
     key = evaluation_key(args, r, seed)
