@@ -219,11 +219,13 @@ def markdown(modality: str, report: Mapping[str, Any]) -> str:
     summary = report["summary"]
     tasks = TASKS[modality]
     metric = report["metrics"]
-    lines = [f"### {modality}: scores (mean over {report['config']['seeds_run']} seeds, 95 % t-interval)", "",
-             "| column | " + " | ".join(f"{t} ({metric[t]})" for t in tasks) + " |",
-             "|---|" + "---|" * len(tasks)]
+    lines = [f"### {modality}: scores (mean over seeds, 95 % t-interval over seeds)", "",
+             "| column | seeds | " + " | ".join(f"{t} ({metric[t]})" for t in tasks) + " |",
+             "|---|---|" + "---|" * len(tasks)]
     for column in next(iter(summary["scores"].values())):
-        lines.append(f"| {column} | " + " | ".join(_cell(summary["scores"][t][column]) for t in tasks) + " |")
+        seeds = max(summary["scores"][t][column]["n"] for t in tasks)
+        lines.append(f"| {column} | {seeds} | " + " | ".join(_cell(summary["scores"][t][column]) for t in tasks)
+                     + " |")
     lines += ["", f"### {modality}: learned descriptors (gradient route from 0.5; mean [95 % interval] per coordinate)",
               "", "| encoder | task | learned i | grid + refine i |", "|---|---|---|---|"]
     for name, per_task in summary["descriptors"].items():
