@@ -58,6 +58,18 @@ def _plain(*flags: str) -> tuple[str, ...]:
     return ("--model.backbone", "resnet18", *flags)
 
 
+def _controls(default: str, default_text: str, steps_text: str) -> tuple[Recipe, ...]:
+    """The four controls; ``default`` is the modality's default ``fixed_descriptor``."""
+    return (
+        Recipe("plain_mix", "control", _plain(), False, "ResNet18 on the amortised model's per-step descriptor mix"),
+        Recipe("plain_wide", "control", _plain("--model.fixed_descriptor", default, "--model.width", str(WIDE_WIDTH)),
+               False, f"ResNet18 width {WIDE_WIDTH} (parameter-matched), {default_text}"),
+        Recipe("amortised_g2", "control", ("--model.hidden_dim", "2"), True, "Hyper-ResNet18, generator width 2"),
+        Recipe("amortised_steps", "control", (), True, f"Hyper-ResNet18 with 3x the steps ({steps_text})",
+               steps_factor=3),
+    )
+
+
 VISION: tuple[Recipe, ...] = (
     Recipe("amortised", "amortised", (), True, "Hyper-ResNet18 (generator width 8), 3 descriptors sampled"),
     Recipe("plain_default", "baseline", _plain("--model.fixed_descriptor", "default"), False,
@@ -66,12 +78,7 @@ VISION: tuple[Recipe, ...] = (
            "ResNet18, appearance augmentations only"),
     Recipe("plain_spatial", "baseline", _plain("--model.fixed_descriptor", "spatial"), False,
            "ResNet18, spatial augmentations only"),
-    Recipe("plain_mix", "control", _plain(), False, "ResNet18 on the amortised model's per-step descriptor mix"),
-    Recipe("plain_wide", "control", _plain("--model.fixed_descriptor", "default", "--model.width", str(WIDE_WIDTH)),
-           False, f"ResNet18 width {WIDE_WIDTH} (parameter-matched), SimCLR default"),
-    Recipe("amortised_g2", "control", ("--model.hidden_dim", "2"), True, "Hyper-ResNet18, generator width 2"),
-    Recipe("amortised_steps", "control", (), True, "Hyper-ResNet18 with 3x the steps (a plain run's steps per "
-           "descriptor)", steps_factor=3),
+    *_controls("default", "SimCLR default", "a plain run's steps per descriptor"),
 )
 
 AUDIO: tuple[Recipe, ...] = (
@@ -82,12 +89,7 @@ AUDIO: tuple[Recipe, ...] = (
            "ResNet18, " + ", ".join(AUDIO_SPECTRAL)),
     Recipe("plain_temporal", "baseline", _plain("--model.fixed_descriptor", ",".join(AUDIO_TEMPORAL)), False,
            "ResNet18, " + ", ".join(AUDIO_TEMPORAL)),
-    Recipe("plain_mix", "control", _plain(), False, "ResNet18 on the amortised model's per-step descriptor mix"),
-    Recipe("plain_wide", "control", _plain("--model.fixed_descriptor", "all", "--model.width", str(WIDE_WIDTH)),
-           False, f"ResNet18 width {WIDE_WIDTH} (parameter-matched), all factors"),
-    Recipe("amortised_g2", "control", ("--model.hidden_dim", "2"), True, "Hyper-ResNet18, generator width 2"),
-    Recipe("amortised_steps", "control", (), True, "Hyper-ResNet18 with 3x the steps (120x would match a plain "
-           "run per descriptor)", steps_factor=3),
+    *_controls("all", "all factors", "120x would match a plain run per descriptor"),
 )
 
 RECIPES: dict[str, tuple[Recipe, ...]] = {"vision": VISION, "audio": AUDIO}
