@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
     recipes = [r for r in args.recipes if r.name in results]
     results = {r.name: dict(sorted(results[r.name].items())) for r in recipes}  # recipe order, seeds sorted
     summary = reporting.summarise(args.modality, recipes, results)
-    args.seeds_run = sorted({s for seeds in results.values() for s in seeds})
+    seeds_run = sorted({s for seeds in results.values() for s in seeds})
     first = next(iter(next(iter(results.values())).values()))
     curves = {name: {s: reporting.loss_curves(args.runs / f"seed{s}" / name) for s in seeds}
               for name, seeds in results.items()}
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
         "git_commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                      text=True, check=False).stdout.strip() or None,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "recipes"}
-        | {"seeds_run": len(args.seeds_run)},
+        | {"seeds_run": seeds_run},
         "environment": {"torch": torch.__version__, "cpu_count": os.cpu_count(), "machine": platform.machine(),
                         "load_average": os.getloadavg()},
         "encoders": {r.name: {"role": r.role, "description": r.description, "conditioned": r.conditioned,
@@ -240,7 +240,6 @@ def main(argv: list[str] | None = None) -> dict:
         "timings_s": {name: {s: r["timings_s"] for s, r in seeds.items()} for name, seeds in results.items()},
         "results": results,
     }
-    report["config"]["seeds_run"] = len(args.seeds_run)
     stem = args.output.with_suffix("")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     plots = [reporting.plot_scores(args.modality, summary, Path(f"{stem}_scores.png")),
@@ -250,7 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
     if any(r.get("measured") for seeds in results.values() for r in seeds.values()):
         from benchmarks.evidence.measured import radar_plots
 
-        seed0 = min(args.seeds_run)
+        seed0 = min(seeds_run)
         plots += radar_plots({name: seeds[seed0]["measured"] for name, seeds in results.items()
                               if seed0 in seeds and seeds[seed0].get("measured")}, Path(f"{stem}_radar"))
     report["plots"] = [str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in plots]

@@ -116,7 +116,7 @@ def test_summary_claims_and_report_files(tmp_path: Path) -> None:
     assert "appearance" == summary["claims"]["color"]["descriptor"]["amortised"]["coordinate"]
     assert not summary["claims"]["color"]["descriptor"]["amortised"]["holds"]  # 0.9 is not low
     rendered = report.markdown("vision", {"summary": summary, "metrics": dict.fromkeys(summary["scores"], "top1"),
-                                          "config": {"seeds_run": 3}})
+                                          })
     assert "| plain_spatial | 3 | 0.560 [" in rendered and "not worse" in rendered
     assert report.plot_scores("vision", summary, tmp_path / "s.png").stat().st_size > 0
     assert report.plot_descriptors("vision", summary, tmp_path / "d.png").stat().st_size > 0
