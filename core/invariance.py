@@ -144,6 +144,38 @@ class InvarianceSpace:
         tensor = self.validate(self._as_tensor(values), allow_batch=False)
         return InvarianceDescriptor(self, tuple(tensor.tolist()))
 
+    def parse(self, text: str) -> InvarianceDescriptor:
+        """A descriptor from text: the one parser of every command line and config of this project.
+
+        Accepted forms (factors not named are 0, i.e. off):
+
+        - ``"all"``: every factor on; ``"none"``: every factor off;
+        - ``"name=value,name=value"``: the named factors at the given values in ``[0, 1]``;
+        - ``"name,name"``: the named factors on (a bare name means ``name=1``); both forms mix.
+
+        Raises:
+            ValueError: Naming the space, for an empty text, an unknown factor, a value that is not a number in
+                ``[0, 1]``, or a factor given twice.
+        """
+        spec = str(text).strip()
+        if spec in ("all", "none"):
+            return self.descriptor([1.0 if spec == "all" else 0.0] * self.dim)
+        values: dict[str, float] = {}
+        for part in (p.strip() for p in spec.split(",")):
+            if not part:
+                continue
+            name, eq, value = (s.strip() for s in part.partition("="))
+            if name in values:
+                raise ValueError(f"{self!r}: factor {name!r} is given twice in {text!r}.")
+            try:
+                values[name] = float(value) if eq else 1.0
+            except ValueError:
+                raise ValueError(f"{self!r}: {part!r} in {text!r} is not 'name=value' with a number value.") from None
+        if not values:
+            raise ValueError(f"{self!r}: cannot read a descriptor from {text!r}; expected 'all', 'none', "
+                             f"'name=value,...' or 'name,...' with names from {self.names}.")
+        return self.descriptor(values)
+
     def validate(self, invariance: Tensor, allow_batch: bool = True, check_values: bool = True) -> Tensor:
         """Check a descriptor tensor's shape and values and return it unchanged.
 

@@ -120,3 +120,16 @@ def test_space_round_trips_through_dict() -> None:
     again = InvarianceSpace.from_dict(space.to_dict())
     assert again == space and again.name == "audio" and len(again) == 120
     assert space != InvarianceSpace.from_name("vision_individual")
+
+
+def test_parse_is_the_one_text_form() -> None:
+    space = InvarianceSpace(("crop", "color", "flip"), min_active=1)
+    assert space.parse("all").values == (1.0, 1.0, 1.0)
+    assert space.parse(" none ").values == (0.0, 0.0, 0.0)
+    assert space.parse("color=0.25, flip=1").values == (0.0, 0.25, 1.0)
+    assert space.parse("crop,flip").values == (1.0, 0.0, 1.0)  # a bare name switches the factor on
+    assert space.parse("crop,color=0.5").values == (1.0, 0.5, 0.0)
+    for bad, message in [("", "cannot read"), ("hue=1", "unknown factor"), ("crop=x", "not 'name=value'"),
+                         ("crop=2", r"\[0, 1\]"), ("crop,crop=0", "given twice"), ("crop=nan", "NaN")]:
+        with pytest.raises(ValueError, match=message):
+            space.parse(bad)
