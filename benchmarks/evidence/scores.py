@@ -12,6 +12,9 @@ refitted on all of them, the test split used once. What differs is only *which d
   seven on, the two baseline subsets and the seven leave-one-out descriptors); and ``learned_bn``: the learned
   descriptor read out after :func:`core.downstream.recalibrate_batchnorm` re-estimated BatchNorm's statistics
   there on the training inputs.
+
+The ``seed`` of a readout is the benchmark seed: it picks the validation split and the probes' initialisation,
+and the tasks' test rows are that seed's own draw (:func:`benchmarks.evidence.tasks.load_tasks`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import torch
 from benchmarks.evidence import report
 from benchmarks.evidence.recipes import AUDIO, AUDIO_SPECTRAL, AUDIO_TEMPORAL, VISION, recipe
 from benchmarks.evidence.scores import readout, training_points
-from benchmarks.evidence.tasks import load_tasks
+from benchmarks.evidence.tasks import draw_test_inputs, load_tasks
 from core import cli
 from core.invariance import InvarianceSpace
 from vision.tasks import TaskData
@@ -37,13 +37,33 @@ def test_audio_tasks_share_clips_and_carry_the_synthetic_factors() -> None:
     from vision.tasks import EVAL_SEED_OFFSET
 
     space = InvarianceSpace.from_name("audio")
-    tasks = load_tasks("audio", space, num_train=6, num_test=4, clip_seconds=0.25)
-    tones = SyntheticTones(size=10, seconds=0.25, seed=EVAL_SEED_OFFSET)
+    tasks = load_tasks("audio", space, num_train=6, num_test=4, seed=3, test_pool=8, clip_seconds=0.25)
+    tones = SyntheticTones(size=14, seconds=0.25, seed=EVAL_SEED_OFFSET)
+    test_items = 6 + draw_test_inputs(3, 4, 8)  # the seed's draw from pool items 6..13
     assert tasks["timbre"].x_train.shape == (6, 4000) and tasks["pitch"].x_test.shape == (4, 4000)
     assert torch.equal(tasks["onset"].x_train, tasks["timbre"].x_train)
-    torch.testing.assert_close(tasks["pitch"].y_test[:, 0], torch.from_numpy(tones.targets("pitch")[6:]))
+    torch.testing.assert_close(tasks["pitch"].y_test[:, 0], torch.from_numpy(tones.targets("pitch")[test_items]))
     assert tasks["timbre"].kind == "classification" and tasks["onset"].metric == "r2"
     np.testing.assert_allclose(tasks["onset"].x_train[2].numpy(), tones[2], rtol=1e-6)
+    np.testing.assert_allclose(tasks["onset"].x_test[1].numpy(), tones[int(test_items[1])], rtol=1e-6)
+
+
+def test_each_seed_draws_its_own_test_inputs_and_shares_the_training_ones() -> None:
+    draws = {s: draw_test_inputs(s, 50, 200) for s in range(3)}
+    for s, d in draws.items():
+        assert len(set(d.tolist())) == 50 and d.min() >= 0 and d.max() < 200 and np.all(np.diff(d) > 0)
+        np.testing.assert_array_equal(d, draw_test_inputs(s, 50, 200))  # reproducible for a seed
+    assert not np.array_equal(draws[0], draws[1]) and not np.array_equal(draws[1], draws[2])
+    np.testing.assert_array_equal(draw_test_inputs(5, 20, 20), np.arange(20))  # pool = test: the same set
+    with pytest.raises(ValueError, match="num_test <= test_pool"):
+        draw_test_inputs(0, 10, 5)
+    space = InvarianceSpace.from_name("vision_groups")
+    a, b = (load_tasks("vision", space, num_train=8, num_test=6, seed=s, test_pool=24) for s in (0, 1))
+    assert list(a) == ["color", "position", "mirror"]  # shape is not a benchmark task
+    assert torch.equal(a["color"].x_train, b["color"].x_train) and torch.equal(a["mirror"].y_train, b["mirror"].y_train)
+    assert a["color"].x_test.shape == (6, 3, 32, 32) and not torch.equal(a["color"].x_test, b["color"].x_test)
+    assert a["color"].x_test is a["position"].x_test  # one copy of the shared images
+    assert "drawn by seed 1" in b["position"].protocol
 
 
 def test_training_points() -> None:
@@ -72,7 +92,7 @@ def test_interval_is_the_student_t_interval() -> None:
     half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(0.975, 2) x sample std / sqrt(n)
     assert out["mean"] == 2.0 and out["n"] == 3
     np.testing.assert_allclose(out["ci"], [2.0 - half, 2.0 + half])
-    assert report.interval([0.1, 0.5, 0.9], bounds=(0.0, 1.0))["ci"] == [0.0, 1.0]
+    assert report.interval([0.1, 0.5, 0.9])["ci"][0] < 0.0  # unclipped: the descriptor's [0, 1] is not imposed
     assert report.interval([0.4])["ci"] is None and report.interval([])["mean"] is None
 
 
@@ -101,23 +121,26 @@ def test_summary_claims_and_report_files(tmp_path: Path) -> None:
     results = _fake_results()
     recipes = [recipe("vision", n) for n in ("amortised", "plain_default", "plain_spatial", "plain_appearance")]
     summary = report.summarise("vision", recipes, results)
+    assert list(summary["scores"]) == ["color", "position", "mirror"]  # shape, though stored, is not reported
     assert list(summary["scores"]["position"])[:3] == ["amortised:(1,1)", "amortised:learned",
                                                       "amortised:grid_refine"]
     np.testing.assert_allclose(summary["scores"]["color"]["amortised:learned"]["values"], [0.6, 0.7, 0.8])
     spatial = summary["descriptors"]["amortised"]["position"]["learned"]["spatial"]
     assert spatial["mean"] == pytest.approx(0.11)
-    claim = summary["claims"]["position"]
-    assert claim["descriptor"]["amortised"]["confident"] and claim["descriptor"]["amortised"]["holds"]
-    vs_default = claim["vs_default"]  # differences 0.1, 0.2, 0.3: interval 0.2 ± 0.248, so not shown better
-    assert vs_default["mean"] == pytest.approx(0.2) and vs_default["at_least_as_good"] and not vs_default["better"]
-    best = claim["vs_best_baseline"]
-    assert best["against"] == "plain_spatial"
+    rows = {(r["task"], r["comparison"]): r for r in summary["claims"]["rows"]}
+    vs_default = rows["position", "vs plain default"]  # differences 0.1, 0.2, 0.3: p = 0.074, not shown better
+    assert vs_default["mean"] == pytest.approx(0.2) and vs_default["label"] == "not shown different"
+    best = rows["position", "vs best specialist"]
+    assert best["b"] == "plain_spatial:fixed"
     np.testing.assert_allclose(best["values"], [0.05, 0.14, 0.23])  # paired by seed: (0.6, 0.7, 0.8) - (.55, .56, .57)
-    assert "appearance" == summary["claims"]["color"]["descriptor"]["amortised"]["coordinate"]
-    assert not summary["claims"]["color"]["descriptor"]["amortised"]["holds"]  # 0.9 is not low
-    rendered = report.markdown("vision", {"summary": summary, "metrics": dict.fromkeys(summary["scores"], "top1"),
-                                          })
-    assert "| plain_spatial | 3 | 0.560 [" in rendered and "not worse" in rendered
+    descriptor = rows["position", "descriptor spatial (low expected)"]
+    assert descriptor["label"] == "below 0.5" and descriptor["as_expected"]
+    np.testing.assert_allclose(descriptor["values"], [-0.4, -0.39, -0.38])
+    assert rows["color", "descriptor appearance (low expected)"]["label"] == "above 0.5"  # 0.9 is not low
+    assert not rows["color", "descriptor appearance (low expected)"]["as_expected"]
+    rendered = report.markdown("vision", {"summary": summary, "metrics": dict.fromkeys(summary["scores"], "top1")})
+    assert "| plain_spatial | 3 | 0.560 [" in rendered and "at least as good" not in rendered
+    assert "not worse" not in rendered and "omit test-sampling noise" in rendered
     assert report.plot_scores("vision", summary, tmp_path / "s.png").stat().st_size > 0
     assert report.plot_descriptors("vision", summary, tmp_path / "d.png").stat().st_size > 0
 
