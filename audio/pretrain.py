@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
+from torch import nn
 
 from audio.augment.params import AugmentSettings
 from audio.data.sources import build_clip_source
@@ -38,30 +38,17 @@ from audio.frontend.logmel import logmel_statistics
 from audio.frontend.waveform import SAMPLE_RATE, random_chunk
 from audio.models import BACKBONES, create_backbone
 from core import cli
-from core.checkpoint import CheckpointError
-from core.config import MethodConfig, OptimConfig, RunConfig, StrictModel
+from core.config import PRETRAIN_ALIASES, MethodConfig, OptimConfig, RunConfig, SimCLRConfig, StrictModel
 from core.invariance import InvarianceSpace
-from core.pretrain.engine import NonFiniteLossError, pretrain
-from core.pretrain.learners import ContrastiveLearner, create_learner
+from core.pretrain.engine import pretrain
+from core.pretrain.learners import ContrastiveLearner
+from core.pretrain.recipe import build_learner
 
 BackboneName = Literal[tuple(sorted(BACKBONES))]  # type: ignore[valid-type]
 PROG = "python -m audio.pretrain"
 
-#: Short flags and the dotted keys they stand for.
-ALIASES: dict[str, str] = {
-    "dataset": "data.dataset",
-    "data-root": "data.data_root",
-    "cache-dir": "data.cache_dir",
-    "output": "run.output",
-    "steps": "run.steps",
-    "batch-size": "run.batch_size",
-    "workers": "run.num_workers",
-    "seed": "run.seed",
-    "device": "run.device",
-    "method": "method.name",
-    "backbone": "model.backbone",
-    "lr": "optim.lr",
-}
+#: Short flags and the dotted keys they stand for (``--data-root DIR`` is ``--data.data_root DIR``).
+ALIASES: dict[str, str] = {**PRETRAIN_ALIASES, "cache-dir": "data.cache_dir"}
 
 #: Values a dataset implies unless given explicitly: the CPU demo for synthetic, the paper recipe for real data.
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
@@ -168,7 +155,7 @@ class AudioRunConfig(RunConfig):
 class PretrainConfig(StrictModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
-    method: MethodConfig = Field(default_factory=MethodConfig)
+    method: MethodConfig = Field(default_factory=SimCLRConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     run: AudioRunConfig = Field(default_factory=AudioRunConfig)
 
@@ -189,36 +176,9 @@ class PretrainConfig(StrictModel):
         return out
 
 
-def expand_aliases(argv: Sequence[str], aliases: dict[str, str] = ALIASES) -> list[str]:
-    """Rewrite short flags (``--dataset x``, ``--data-root=x``) to their dotted keys; other arguments pass."""
-    out = []
-    for arg in argv:
-        if arg.startswith("--") and "." not in arg.partition("=")[0]:
-            key, eq, value = arg[2:].partition("=")
-            if key in aliases:
-                arg = f"--{aliases[key]}{eq}{value}"
-        out.append(arg)
-    return out
-
-
-def help_text() -> str:
-    lines = [cli.help_text(PretrainConfig, PROG), "", "short aliases:"]
-    lines += [f"  --{short:<11} = --{dotted}" for short, dotted in ALIASES.items()]
-    return "\n".join(lines)
-
-
-def parse(argv: Sequence[str] | None = None) -> PretrainConfig:
-    """Entry-point parsing: aliases, ``--help``, and one-line errors with exit status 2."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if "-h" in argv or "--help" in argv:
-        print(help_text())
-        raise SystemExit(0)
-    return cli.parse(PretrainConfig, expand_aliases(argv), prog=PROG)
-
-
 def load_config(argv: Sequence[str]) -> PretrainConfig:
     """Config from arguments (aliases allowed); raises :class:`core.cli.ConfigError`."""
-    return cli.load(PretrainConfig, expand_aliases(argv))
+    return cli.load(PretrainConfig, argv, aliases=ALIASES)
 
 
 def encoder_kwargs(cfg: PretrainConfig) -> dict[str, Any]:
@@ -228,20 +188,11 @@ def encoder_kwargs(cfg: PretrainConfig) -> dict[str, Any]:
             "width": m.width, "stem": m.stem, "embed_dim": m.embed_dim, "hidden_dim": m.hidden_dim}
 
 
-def build_learner(cfg: PretrainConfig, space: InvarianceSpace) -> tuple[ContrastiveLearner, dict]:
-    """Encoder + learner from the config; returns the learner and the encoder recipe for checkpoints."""
+def build_backbone(cfg: PretrainConfig, space: InvarianceSpace) -> tuple[nn.Module, dict[str, Any]]:
+    """The audio encoder of the config, and its recipe for checkpoints (:func:`core.load_encoder`)."""
     kwargs = encoder_kwargs(cfg)
     encoder = create_backbone(cfg.model.backbone, space, **kwargs)
-    m = cfg.method
-    shared = m.head == "shared" or (m.head == "auto" and len(space) > 8)
-    learner_kwargs: dict[str, Any] = {"proj_hidden_dim": m.proj_hidden_dim, "proj_dim": m.proj_dim,
-                                      "shared_head": shared, "temperature": m.temperature}
-    if m.name == "mocov2":
-        learner_kwargs["queue_size"] = m.queue_size
-    if m.name == "mocov3":
-        learner_kwargs["pred_hidden_dim"] = m.pred_hidden_dim
-    learner = create_learner(m.name, encoder, space, **learner_kwargs)
-    return learner, {"factory": "audio.models:create_backbone", "name": cfg.model.backbone, "kwargs": kwargs}
+    return encoder, {"factory": "audio.models:create_backbone", "name": cfg.model.backbone, "kwargs": kwargs}
 
 
 def chunk_samples(cfg: PretrainConfig) -> int:
@@ -289,7 +240,8 @@ def main(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None = Non
                                                   "skipped": len(skipped), "skipped_files": skipped}, indent=2))
 
     # ------------------------------------------------------------------ model
-    learner, encoder_spec = build_learner(cfg, space)
+    encoder, encoder_spec = build_backbone(cfg, space)
+    learner = build_learner(cfg.method, encoder, space)
     mean, std = normalisation_statistics(learner, clips, cfg)
     learner.backbone.frontend.set_statistics(mean, std)
     fixed_id = None
@@ -316,8 +268,4 @@ def main(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None = Non
 
 
 if __name__ == "__main__":
-    try:
-        main(parse())
-    except (NonFiniteLossError, CheckpointError, FileNotFoundError, ValueError) as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
+    cli.run(main, PretrainConfig, prog=PROG, aliases=ALIASES)

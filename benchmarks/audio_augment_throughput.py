@@ -45,10 +45,11 @@ from audio.augment.reference import augment_reference  # noqa: E402
 from audio.data.synthetic import SyntheticTones  # noqa: E402
 from audio.data.views import ContrastiveAudioViews  # noqa: E402
 from audio.frontend.waveform import random_chunk  # noqa: E402
-from audio.pretrain import build_learner, chunk_samples, load_config  # noqa: E402
+from audio.pretrain import build_backbone, chunk_samples, load_config  # noqa: E402
 from audio.pretrain import main as pretrain_main  # noqa: E402
 from core.invariance import InvarianceSpace  # noqa: E402
-from core.pretrain.engine import build_optimizer  # noqa: E402
+from core.pretrain.optim import build_optimizer  # noqa: E402
+from core.pretrain.recipe import build_learner  # noqa: E402
 from core.pretrain.sampler import DescriptorBatchSampler  # noqa: E402
 
 RECIPES = {
@@ -151,7 +152,7 @@ def descriptor_weighted_ratio(factors: list[dict], space: InvarianceSpace) -> fl
 def model_row(argv: list[str], device: torch.device, steps: int) -> dict:
     cfg = load_config(argv)
     space = InvarianceSpace.from_name("audio")
-    learner, _ = build_learner(cfg, space)
+    learner = build_learner(cfg.method, build_backbone(cfg, space)[0], space)
     learner.to(device).train()
     optimizer = build_optimizer(learner, cfg.optim)
     batch = cfg.run.batch_size

@@ -12,8 +12,9 @@ compared):
     it is also reported apart (``epoch_start_s``: time to the first batch of each epoch) next to the steady
     rate (batches after the first of each epoch). With ``num_workers=0`` the views are made in the main process
     at torch's thread count; a row with one thread is added when that count is above one.
-(b) ``model``: training steps on pre-made batches (already on the device): the engine's step (autocast on CUDA,
-    forward of both views, backward, optimiser step, momentum update), for the default model, the paper-width
+(b) ``model``: training steps on pre-made batches (already on the device): the engine's step
+    (:func:`core.pretrain.step.train_one_step`: autocast on CUDA, forward of both views, NaN check, backward,
+    optimiser step, momentum update), for the default model, the paper-width
     generator (hidden 32) and the plain ResNet18 baseline (fixed ``default`` descriptor). Rounds are
     interleaved (one step of every model per round, the order rotating), the median step is reported.
 (c) ``end_to_end``: ``vision.pretrain.main`` for ``warm-up + steps`` steps (config built from dotted flags with
@@ -44,7 +45,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -55,10 +55,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from core import cli  # noqa: E402
 from core.invariance import InvarianceSpace  # noqa: E402
 from core.pretrain.engine import _worker_init, autocast_dtype, build_optimizer  # noqa: E402
+from core.pretrain.recipe import build_learner  # noqa: E402
 from core.pretrain.sampler import DescriptorBatchSampler  # noqa: E402
+from core.pretrain.step import train_one_step  # noqa: E402
 from vision.augmentations import BASELINE_DESCRIPTORS, ViewTransform  # noqa: E402
 from vision.data import ContrastiveViews, build_pretrain_dataset  # noqa: E402
-from vision.pretrain import PretrainConfig, backbone_kwargs, build_learner  # noqa: E402
+from vision.pretrain import PretrainConfig, backbone_kwargs, build_backbone  # noqa: E402
 from vision.pretrain import main as pretrain_main  # noqa: E402
 
 #: The model rows: name -> dotted flags on top of the default recipe.
@@ -176,7 +178,7 @@ def model_rows(args: argparse.Namespace, space: InvarianceSpace) -> dict:
     for name, flags in MODELS.items():
         cfg = make_config(args, flags)
         torch.manual_seed(cfg.run.seed)
-        learner, _ = build_learner(cfg, space)
+        learner = build_learner(cfg.method, build_backbone(cfg.model, cfg.data.image_size, space)[0], space)
         learner.to(device).train()
         fixed = fixed_id_of(cfg, space)
         # One batch per descriptor the model trains on (round robin over the space, or the fixed one).
@@ -186,7 +188,8 @@ def model_rows(args: argparse.Namespace, space: InvarianceSpace) -> dict:
         batches = []
         for keys in sampler:
             batch = default_collate([views[key] for key in keys])
-            batches.append((batch["view0"].to(device), batch["view1"].to(device), int(keys[0][1])))
+            batches.append({"view0": batch["view0"].to(device), "view1": batch["view1"].to(device),
+                            "invariance_id": batch["invariance_id"]})
             if len(batches) == (1 if fixed is not None else len(space)):
                 break
         entries[name] = {
@@ -194,7 +197,8 @@ def model_rows(args: argparse.Namespace, space: InvarianceSpace) -> dict:
             "optimizer": build_optimizer(learner, cfg.optim),
             "batches": batches,
             "amp": autocast_dtype(cfg.run.amp, device),
-            "momentum": cfg.method.momentum,
+            "momentum": getattr(cfg.method, "momentum", None),  # SimCLR has no momentum encoder
+            "lr": cfg.optim.lr,
             "params": sum(p.numel() for p in learner.backbone.parameters()),
             "times": [],
             "done": 0,
@@ -202,16 +206,11 @@ def model_rows(args: argparse.Namespace, space: InvarianceSpace) -> dict:
         print(f"  built {name:<22} {entries[name]['params'] / 1e6:8.2f} M backbone parameters", flush=True)
 
     def step(entry: dict) -> float:
-        view0, view1, invariance_id = entry["batches"][entry["done"] % len(entry["batches"])]
+        batch = entry["batches"][entry["done"] % len(entry["batches"])]
         sync(device)
         began = time.perf_counter()
-        with torch.autocast(device.type, dtype=entry["amp"]) if entry["amp"] else nullcontext():
-            loss = entry["learner"](view0, view1, invariance_id)
-        entry["optimizer"].zero_grad(set_to_none=True)
-        loss.backward()
-        entry["optimizer"].step()
-        entry["learner"].momentum_update(entry["momentum"])
-        loss.item()  # the engine reads the loss every step
+        train_one_step(entry["learner"], batch, entry["optimizer"], device=device, lr=entry["lr"],
+                       momentum=entry["momentum"], amp_dtype=entry["amp"])  # reads the loss, as the engine
         sync(device)
         entry["done"] += 1
         return time.perf_counter() - began

@@ -2,13 +2,16 @@
 
 Each entry point composes these into its own ``BaseModel`` (``extra="forbid"``, frozen), so an unknown or invalid
 key is a clear error and the resolved configuration can be written to ``config.json`` and into checkpoints.
+The ``method`` section is a discriminated union on ``name`` (:data:`MethodConfig`): SimCLR, MoCo-v2 and MoCo-v3
+each have a config holding only the keys their learner uses (pydantic's discriminated unions,
+https://docs.pydantic.dev/latest/concepts/unions/#discriminated-unions).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 
 class StrictModel(BaseModel):
@@ -17,11 +20,30 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class MethodConfig(StrictModel):
-    name: Literal["simclr", "mocov2", "mocov3"] = Field(
-        "simclr", description="Contrastive learner. simclr: NT-Xent with in-batch negatives (best at small batch "
-        "on CPU); mocov2: EMA key encoder and one key queue per training descriptor; mocov3: EMA encoder, "
-        "predictor, symmetrised in-batch loss (the ViT recipe).")
+def default_tag(key: str, default: str) -> BeforeValidator:
+    """Validator of a discriminated union that fills ``key`` with ``default`` when a mapping leaves it out.
+
+    So ``--method.temperature 0.1`` alone validates as the default variant, and a key that variant lacks is an
+    ``extra="forbid"`` error naming the key.
+    """
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, dict) and key not in value:
+            return {key: default, **value}
+        return value
+
+    return BeforeValidator(fill)
+
+
+_METHOD_NAME = ("Contrastive learner. simclr: NT-Xent with in-batch negatives (best at small batch on CPU); mocov2: "
+                "EMA key encoder and one key queue per training descriptor; mocov3: EMA encoder, predictor, "
+                "symmetrised in-batch loss (the ViT recipe).")
+
+
+class _MethodBase(StrictModel):
+    """Keys every contrastive learner uses: the loss temperature and the projection head(s)."""
+
+    name: str = Field(..., description=_METHOD_NAME)
     temperature: float = Field(0.2, gt=0, description="Softmax temperature. 0.2 suits small images and "
                                "batches; MoCo-v2 used 0.2, MoCo-v3 0.2 for ViTs, SimCLR 0.1-0.5.")
     proj_hidden_dim: int = Field(512, ge=1, description="Hidden width of the projection MLP (paper: 4096).")
@@ -29,6 +51,26 @@ class MethodConfig(StrictModel):
     head: Literal["auto", "per_descriptor", "shared"] = Field(
         "auto", description="Projection heads: one per training descriptor (paper, fine for 3), one shared "
         "(needed for 26 or 120 descriptors), or auto: per descriptor up to 8 descriptors, else shared.")
+
+
+class SimCLRConfig(_MethodBase):
+    """SimCLR: NT-Xent over both views of the batch, negatives gathered across ranks."""
+
+    name: Literal["simclr"] = Field("simclr", description=_METHOD_NAME)
+
+
+class MomentumMethodConfig(_MethodBase):
+    """Keys of the learners with an EMA (momentum) encoder: the cosine momentum schedule."""
+
+    momentum: float = Field(0.99, ge=0, le=1, description="Initial EMA momentum of the key encoder (MoCo); "
+                            "raised to momentum_final along a cosine.")
+    momentum_final: float = Field(1.0, ge=0, le=1, description="Final EMA momentum.")
+
+
+class MoCoV2Config(MomentumMethodConfig):
+    """MoCo-v2: per-descriptor key queues and shuffle-BN."""
+
+    name: Literal["mocov2"] = Field("mocov2", description=_METHOD_NAME)
     queue_size: int = Field(4096, ge=1, description="MoCo-v2 keys per descriptor queue. Memory is "
                             "descriptors x queue_size x proj_dim floats; each queue refreshes every "
                             "queue_size / (batch x share of steps) steps, so keep it small for many descriptors.")
@@ -39,14 +81,38 @@ class MethodConfig(StrictModel):
                                   "batch (all ranks; max(1, bn_groups // world size) per rank). Queries are "
                                   "normalised in contiguous groups, keys in groups that take one sample from each "
                                   "query group in turn, so a key shares batch statistics with at most a 1/groups "
-                                  "share of its query's group. None: up to min(8, global batch // 16) groups, at least "
-                                  "2, the largest such count dividing the batch (groups of >= 16 samples where the "
-                                  "batch allows; 8 x 32 = MoCo's 8 GPUs at batch 256). "
+                                  "share of its query's group. None: up to min(8, global batch // 16) groups, at "
+                                  "least 2, the largest such count dividing the batch (groups of >= 16 samples where "
+                                  "the batch allows; 8 x 32 = MoCo's 8 GPUs at batch 256). "
                                   "Smaller groups leak less but normalise with noisier statistics.")
-    momentum: float = Field(0.99, ge=0, le=1, description="Initial EMA momentum of the key encoder (MoCo); "
-                            "raised to momentum_final along a cosine.")
-    momentum_final: float = Field(1.0, ge=0, le=1, description="Final EMA momentum.")
+
+
+class MoCoV3Config(MomentumMethodConfig):
+    """MoCo-v3: 3-layer projector, predictor, symmetrised in-batch loss."""
+
+    name: Literal["mocov3"] = Field("mocov3", description=_METHOD_NAME)
     pred_hidden_dim: int = Field(512, ge=1, description="MoCo-v3 predictor hidden width (paper: 4096).")
+
+
+#: The ``method`` section: one config per learner, chosen by ``name`` (default ``simclr``); each holds only the
+#: keys its learner uses, so a key of another learner is an error instead of being written and ignored.
+MethodConfig = Annotated[SimCLRConfig | MoCoV2Config | MoCoV3Config, Field(discriminator="name"),
+                         default_tag("name", "simclr")]
+
+#: Short flags of the pre-training entry points and the dotted keys they stand for (see :func:`core.cli.parse`).
+PRETRAIN_ALIASES: dict[str, str] = {
+    "dataset": "data.dataset",
+    "data-root": "data.data_root",
+    "output": "run.output",
+    "steps": "run.steps",
+    "batch-size": "run.batch_size",
+    "workers": "run.num_workers",
+    "seed": "run.seed",
+    "device": "run.device",
+    "method": "method.name",
+    "backbone": "model.backbone",
+    "lr": "optim.lr",
+}
 
 
 class OptimConfig(StrictModel):

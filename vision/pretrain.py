@@ -13,6 +13,11 @@ or pass a JSON/YAML file::
 Baselines change one thing: ``--model.backbone resnet18 --model.fixed_descriptor default`` (or ``appearance`` /
 ``spatial``) trains the plain network on a single descriptor with the same recipe.
 
+The ``model`` section depends on the backbone (ResNet keys or ViT keys) and the ``method`` section on the learner
+(``--method.name mocov2 --method.queue_size 4096``), so a key the chosen backbone or learner does not use is an
+error. Short aliases (``--output``, ``--steps``, ``--batch-size``, ``--method``, ``--backbone``, ``--lr``, ...)
+stand beside the dotted names; ``--help`` lists both.
+
 References:
     - [0] Amortised Invariance Learning for Contrastive Self-Supervision, 2023, https://arxiv.org/abs/2302.12712
 """
@@ -20,34 +25,55 @@ References:
 from __future__ import annotations
 
 import shlex
-import sys
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field, model_validator
+from torch import nn
 
 from core import cli
-from core.checkpoint import CheckpointError
-from core.config import MethodConfig, OptimConfig, RunConfig, StrictModel
+from core.config import (
+    PRETRAIN_ALIASES,
+    MethodConfig,
+    OptimConfig,
+    RunConfig,
+    SimCLRConfig,
+    StrictModel,
+    default_tag,
+)
 from core.invariance import InvarianceSpace
-from core.pretrain.engine import NonFiniteLossError, pretrain
-from core.pretrain.learners import ContrastiveLearner, create_learner
+from core.pretrain.engine import pretrain
+from core.pretrain.recipe import build_learner
 from vision.augmentations import BASELINE_DESCRIPTORS, ViewTransform
 from vision.data import ContrastiveViews, build_pretrain_dataset
-from vision.models import BACKBONES, create_backbone
+from vision.models import create_backbone
 
-BackboneName = Literal[tuple(sorted(BACKBONES))]  # type: ignore[valid-type]
+PROG = "python -m vision.pretrain"
+#: Short flags and the dotted keys they stand for (``--steps 5`` is ``--run.steps 5``).
+ALIASES = PRETRAIN_ALIASES
+
+_BACKBONE = ("Backbone: hyper_resnet18/50 and prompt_vit_tiny/small/base are conditioned; resnet18/50 and vit_* are "
+             "the plain baselines (use them with fixed_descriptor). It decides which other model keys exist: "
+             "width, hidden_dim, embed_dim and stem for the ResNets; patch_size, vit_depth, num_projectors and "
+             "checkpoint for the ViTs.")
 
 
-class ModelConfig(StrictModel):
-    backbone: BackboneName = Field("hyper_resnet18", description="Backbone: hyper_resnet18/50 and "
-                                   "prompt_vit_tiny/small/base are conditioned; resnet18/50 and vit_* are the "
-                                   "plain baselines (use them with fixed_descriptor).")
+class _ModelBase(StrictModel):
+    """Model keys of every backbone: the descriptor space and the single-descriptor baselines."""
+
+    backbone: str = Field(..., description=_BACKBONE)
     space: Literal["vision_groups", "vision_individual"] = Field(
         "vision_groups", description="Descriptor space: 2 groups (spatial, appearance; 3 descriptors) or 5 "
         "individual augmentations (26 descriptors; use method.head=shared).")
     fixed_descriptor: Literal["default", "appearance", "spatial"] | None = Field(
         None, description="Train on one descriptor only (groups space): the SimCLR/MoCo baselines.")
+
+
+class ResNetConfig(_ModelBase):
+    """Hyper-ResNet18/50 (conditioned by a hypernetwork) and the plain ResNet18/50."""
+
+    backbone: Literal["hyper_resnet18", "hyper_resnet50", "resnet18", "resnet50"] = Field(
+        "hyper_resnet18", description=_BACKBONE)
     width: int = Field(32, ge=4, description="ResNet first-stage width (64 = standard ResNet; 32 gives the "
                        "2.8 M-parameter CPU model).")
     hidden_dim: int = Field(8, ge=1, description="Hypernetwork generator width (paper: 32, 33x the ResNet's "
@@ -56,10 +82,22 @@ class ModelConfig(StrictModel):
     stem: Literal["auto", "imagenet", "cifar", "small"] = Field(
         "auto", description="ResNet stem; auto picks 'small' (3x3 stride 2, no pool) below 64 px and 'imagenet' "
         "otherwise; 'cifar' (3x3 stride 1) keeps full resolution at 4x the cost.")
+
+
+class ViTConfig(_ModelBase):
+    """Prompt-ViT (conditioned by a prompt token) and the plain ViT, tiny/small/base."""
+
+    backbone: Literal["prompt_vit_tiny", "prompt_vit_small", "prompt_vit_base", "vit_tiny", "vit_small",
+                      "vit_base"] = Field(..., description=_BACKBONE)
     patch_size: int = Field(16, ge=1, description="ViT patch size (use 4 or 8 for 32 px images).")
     vit_depth: int | None = Field(None, ge=1, description="ViT depth override (default: the named size's 12).")
     num_projectors: int = Field(256, ge=1, description="Prompt-ViT projectors averaged into the token (paper 256).")
     checkpoint: str | None = Field(None, description="Local ViT weights (timm or MoCo-v3 file) to start from.")
+
+
+#: The ``model`` section, by ``backbone`` (default hyper_resnet18): a key of the other family is an error.
+ModelConfig = Annotated[ResNetConfig | ViTConfig, Field(discriminator="backbone"),
+                        default_tag("backbone", "hyper_resnet18")]
 
 
 class DataConfig(StrictModel):
@@ -88,9 +126,9 @@ class VisionRunConfig(RunConfig):
 
 
 class PretrainConfig(StrictModel):
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: ModelConfig = Field(default_factory=ResNetConfig)
     data: DataConfig = Field(default_factory=DataConfig)
-    method: MethodConfig = Field(default_factory=MethodConfig)
+    method: MethodConfig = Field(default_factory=SimCLRConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     run: VisionRunConfig = Field(default_factory=VisionRunConfig)
 
@@ -101,11 +139,11 @@ class PretrainConfig(StrictModel):
         return self
 
 
-def backbone_kwargs(model: ModelConfig, image_size: int) -> dict:
+def backbone_kwargs(model: ModelConfig, image_size: int) -> dict[str, Any]:
     """The keyword arguments of the backbone factory (saved in checkpoints for ``core.load_encoder``)."""
-    if "resnet" in model.backbone:
+    if isinstance(model, ResNetConfig):
         stem = None if model.stem == "auto" else model.stem
-        kwargs = {"image_size": image_size, "width": model.width, "stem": stem}
+        kwargs: dict[str, Any] = {"image_size": image_size, "width": model.width, "stem": stem}
         if model.backbone.startswith("hyper"):
             kwargs |= {"hidden_dim": model.hidden_dim, "embed_dim": model.embed_dim}
         return kwargs
@@ -117,25 +155,15 @@ def backbone_kwargs(model: ModelConfig, image_size: int) -> dict:
     return kwargs
 
 
-def build_learner(cfg: PretrainConfig, space: InvarianceSpace) -> tuple[ContrastiveLearner, dict]:
-    """Backbone + learner from the config; returns the learner and the encoder recipe for checkpoints."""
-    kwargs = backbone_kwargs(cfg.model, cfg.data.image_size)
-    backbone = create_backbone(cfg.model.backbone, space, **kwargs)
-    if cfg.model.checkpoint is not None:
+def build_backbone(model: ModelConfig, image_size: int, space: InvarianceSpace) -> tuple[nn.Module, dict[str, Any]]:
+    """The backbone of the ``model`` section, and its recipe for checkpoints (:func:`core.load_encoder`)."""
+    kwargs = backbone_kwargs(model, image_size)
+    backbone = create_backbone(model.backbone, space, **kwargs)
+    if isinstance(model, ViTConfig) and model.checkpoint is not None:
         from vision.prompt_vit import load_vit_checkpoint  # only ViTs take a starting checkpoint
 
-        load_vit_checkpoint(backbone, cfg.model.checkpoint)
-    m = cfg.method
-    shared = m.head == "shared" or (m.head == "auto" and len(space) > 8)
-    learner_kwargs = {"proj_hidden_dim": m.proj_hidden_dim, "proj_dim": m.proj_dim, "shared_head": shared,
-                      "temperature": m.temperature}
-    if m.name == "mocov2":
-        learner_kwargs |= {"queue_size": m.queue_size, "symmetric": m.symmetric, "bn_groups": m.bn_groups}
-    if m.name == "mocov3":
-        learner_kwargs["pred_hidden_dim"] = m.pred_hidden_dim
-    learner = create_learner(m.name, backbone, space, **learner_kwargs)
-    spec = {"factory": "vision.models:create_backbone", "name": cfg.model.backbone, "kwargs": kwargs}
-    return learner, spec
+        load_vit_checkpoint(backbone, model.checkpoint)
+    return backbone, {"factory": "vision.models:create_backbone", "name": model.backbone, "kwargs": kwargs}
 
 
 def evaluate_hint(data: DataConfig, out: str) -> str:
@@ -163,7 +191,8 @@ def main(cfg: PretrainConfig) -> dict:
     views = ContrastiveViews(images, ViewTransform(space, cfg.data.image_size, solarize=solarize))
 
     # ------------------------------------------------------------------ model
-    learner, encoder_spec = build_learner(cfg, space)
+    backbone, encoder_spec = build_backbone(cfg.model, cfg.data.image_size, space)
+    learner = build_learner(cfg.method, backbone, space)
     fixed_id = None
     if cfg.model.fixed_descriptor is not None:
         fixed_id = space.index(BASELINE_DESCRIPTORS[cfg.model.fixed_descriptor].tensor())
@@ -184,8 +213,4 @@ def main(cfg: PretrainConfig) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main(cli.parse(PretrainConfig, prog="python -m vision.pretrain"))
-    except (NonFiniteLossError, CheckpointError, FileNotFoundError) as err:
-        print(f"python -m vision.pretrain: error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
+    cli.run(main, PretrainConfig, prog=PROG, aliases=ALIASES)

@@ -53,6 +53,7 @@ class ContrastiveLearner(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.space = space
+        self.proj_dim = proj_dim
         self.head = DescriptorHeads(len(space), shared_head, in_features=backbone.num_features,
                                     hidden_dim=proj_hidden_dim, out_dim=proj_dim, num_layers=proj_layers,
                                     last_bn=last_bn)
@@ -146,8 +147,7 @@ class MoCoV2(_MomentumLearner):
         if bn_groups is not None and bn_groups < 1:
             raise ValueError(f"MoCoV2: bn_groups must be >= 1, got {bn_groups}.")
         self.criterion = InfoNCELoss(self.temperature)
-        proj_dim = self.head.heads[0].mlp[-1].out_features
-        self.queues = DescriptorQueues(len(space), proj_dim, queue_size)
+        self.queues = DescriptorQueues(len(space), self.proj_dim, queue_size)
         self.symmetric = symmetric
         self.bn_groups = bn_groups
 
@@ -219,8 +219,7 @@ class MoCoV3(_MomentumLearner):
         kwargs.setdefault("proj_layers", 3)
         kwargs.setdefault("last_bn", True)
         super().__init__(backbone, space, **kwargs)
-        proj_dim = self.head.heads[0].mlp[-2].out_features
-        self.predictor = ProjectionHead(proj_dim, pred_hidden_dim, proj_dim, num_layers=2)
+        self.predictor = ProjectionHead(self.proj_dim, pred_hidden_dim, self.proj_dim, num_layers=2)
         self.criterion = MoCoV3Loss(self.temperature, gather_distributed=gather_distributed)
 
     def forward(self, view0: Tensor, view1: Tensor, invariance_id: int) -> Tensor:

@@ -42,9 +42,10 @@ def test_twenty_steps_on_synthetic_audio_and_load_encoder_round_trip(tmp_path: P
     assert encoder.frontend.std == std and encoder.frontend.n_mels == 32
     wave = torch.randn(3, 8000, device=device)
     invariance = encoder.space.descriptors[5].to(device)
-    from audio.pretrain import build_learner
+    from audio.pretrain import build_backbone
+    from core.pretrain.recipe import build_learner
 
-    learner, _ = build_learner(cfg, encoder.space)
+    learner = build_learner(cfg.method, build_backbone(cfg, encoder.space)[0], encoder.space)
     learner.load_state_dict(state["model"])
     reference = learner.backbone.to(device).eval()(wave, invariance)
     torch.testing.assert_close(encoder(wave, invariance), reference)
@@ -115,8 +116,8 @@ def test_command_line(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("method", ["mocov2", "mocov3"])
 def test_moco_learners_run_on_audio(tmp_path: Path, method: str, device: torch.device) -> None:
-    cfg = tiny(tmp_path, "--steps", "4", "--method", method, "--method.queue_size", "16", "--method.pred_hidden_dim",
-               "16", "--device", device.type)
+    own = ["--method.queue_size", "16"] if method == "mocov2" else ["--method.pred_hidden_dim", "16"]
+    cfg = tiny(tmp_path, "--steps", "4", "--method", method, *own, "--device", device.type)
     assert main(cfg)["step"] == 4 and np.isfinite(losses(tmp_path)).all()
     assert load_encoder(tmp_path, momentum=True).num_features == 32  # the EMA encoder loads too (width 4 x 8)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from pydantic import TypeAdapter
 from torch.utils.data import Dataset
 
 from core.backbones.hyper_resnet import HyperResNet
@@ -18,6 +19,11 @@ from core.pretrain.learners import create_learner
 from core.pretrain.schedules import cosine_schedule
 
 GROUPS = InvarianceSpace.from_name("vision_groups")
+
+
+def method_config(name: str) -> MethodConfig:
+    """The default config of a learner, as ``--method.name NAME`` gives it."""
+    return TypeAdapter(MethodConfig).validate_python({"name": name})
 
 
 class NoisyViews(Dataset):
@@ -56,7 +62,7 @@ def run_pretrain(output: Path, steps: int = 8, method: str = "simclr", dataset: 
     config = {"method": method, "space": space.name, "run": run.model_dump()}
     spec = {"factory": "core.backbones.hyper_resnet:HyperResNet", "name": None, "kwargs": {}}
     return pretrain(learner, dataset or NoisyViews(), run=run, optim=OptimConfig(lr=1e-2, warmup_steps=2),
-                    method=MethodConfig(name=method), config=config, encoder_spec=spec, on_step=on_step)
+                    method=method_config(method), config=config, encoder_spec=spec, on_step=on_step)
 
 
 def losses(output: Path) -> list[float]:
@@ -210,7 +216,7 @@ def test_load_encoder_round_trips_without_the_checkpoint(tmp_path: Path, method:
     spec = {"factory": "vision.models:create_backbone", "name": "hyper_resnet18",
             "kwargs": {"image_size": 8, "width": 4, "hidden_dim": 2, "stem": "cifar"}}
     run = RunConfig(output=str(tmp_path), steps=2, batch_size=8, num_workers=0, progress=False)
-    pretrain(learner, NoisyViews(), run=run, optim=OptimConfig(), method=MethodConfig(), config={},
+    pretrain(learner, NoisyViews(), run=run, optim=OptimConfig(), method=method_config(method), config={},
              encoder_spec=spec)
     bad = load_checkpoint(tmp_path)
     bad["encoder"]["factory"] = "os:system"
@@ -273,7 +279,7 @@ def test_engine_trains_a_backbone_of_another_modality(tmp_path: Path, device: to
     before = [p.detach().clone() for p in learner.backbone.parameters()]
     run = RunConfig(output=str(tmp_path), steps=4, batch_size=8, num_workers=0, progress=False, device=str(device))
     summary = pretrain(learner, Signals(), run=run, optim=OptimConfig(lr=1e-2, warmup_steps=1),
-                       method=MethodConfig(name=method), config={}, encoder_spec={"factory": "none", "name": None})
+                       method=method_config(method), config={}, encoder_spec={"factory": "none", "name": None})
     assert summary["step"] == 4 and summary["loss"] is not None
     assert any(not torch.equal(a, b.cpu()) for a, b in zip(before, learner.backbone.parameters(), strict=True))
     assert (tmp_path / "encoder.safetensors").is_file() and (tmp_path / "checkpoint.pt").is_file()
