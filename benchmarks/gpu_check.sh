@@ -3,31 +3,37 @@
 #
 #   bash benchmarks/gpu_check.sh            # from a checkout; results in ${OUT:-benchmarks/results/gpu}
 #
-# Steps, most important numbers first (each under its own time limit, cut to what is left of the total budget
-# GPU_CHECK_BUDGET, default 480 s; a step that no longer fits is skipped; a failing step is recorded and the next
-# one still runs):
+# Steps, the tests first, then the most important numbers (each under its own time limit, cut to what is left of
+# the total budget GPU_CHECK_BUDGET, default 480 s; a step that no longer fits is skipped; a failing step is
+# recorded and the next one still runs):
 #   1. GPU and library versions (nvidia-smi, torch.cuda)                -> env.txt
-#   2. benchmarks/paper_width_step.py: paper-width Hyper-ResNet50 vs ResNet50, 224 px, batch 256, bf16, fused
-#      AdamW, SimCLR step; step-time ratio, peak memory, breakdown, profile -> paper_width_step.json
-#   3. the same for the audio pre-training step (FSD50K recipe: Hyper-ResNet18 width 64 / generator 32 vs
-#      ResNet18, 128 mels x 157 frames, batch 128)                      -> paper_width_step_audio.json
-#   4. benchmarks/audio_fewshot_speed.py --device cuda --paper-episodes 25: the per-episode few-shot route
-#      (and the cached routes) on the GPU                               -> audio_fewshot_speed.json
-#   5. benchmarks/audio_augment_throughput.py --recipe fsd50k --device cuda: the fast augmentation path on the
-#      GPU and the learner's step with its log-mel front end            -> audio_augment.json
-#   6. TORCH_DEVICE=cuda pytest of the whole suite: every test that takes the `device` fixture runs on the GPU;
+#   2. TORCH_DEVICE=cuda pytest of the whole suite: every test that takes the `device` fixture runs on the GPU;
 #      the step fails if a test fails or if none used the GPU          -> pytest.xml, device_tests.json
+#      This step is REQUIRED: it runs before the long benchmarks so that they cannot use up its budget, and a run
+#      in which it did not run (budget, crash) or did not pass exits 1, its summary marking it "failed", never
+#      "skipped".
+#   3. benchmarks/paper_width_step.py: paper-width Hyper-ResNet50 vs ResNet50, 224 px, batch 256, bf16, fused
+#      AdamW, SimCLR step; step-time ratio, peak memory, breakdown, profile -> paper_width_step.json
+#   4. the same for the audio pre-training step (FSD50K recipe: Hyper-ResNet18 width 64 / generator 32 vs
+#      ResNet18, 128 mels x 157 frames, batch 128)                      -> paper_width_step_audio.json
+#   5. benchmarks/audio_fewshot_speed.py --device cuda --paper-episodes 25: the per-episode few-shot route
+#      (and the cached routes) on the GPU                               -> audio_fewshot_speed.json
+#   6. benchmarks/audio_augment_throughput.py --recipe fsd50k --device cuda: the fast augmentation path on the
+#      GPU and the learner's step with its log-mel front end            -> audio_augment.json
 #   7. benchmarks/pretrain_throughput.py --device cuda (bf16 autocast)   -> pretrain_throughput.json
 #      (benchmarks/hypernet_overhead.py has no device option, so it is not run here)
 #   8. a 50-step python -m vision.pretrain smoke run on CUDA with bf16, then core.load_encoder on CUDA
 #                                                                         -> gpu-pretrain/{config.json,metrics.jsonl}
-# A summary of every step (status, seconds; status "skipped" when the budget ran out) goes to gpu_check.json and the
-# headline numbers to summary.json (also printed); the exit status is 1 if any step failed.
+# A summary of every step (status ok / failed / skipped, exit code, seconds; "skipped" when the budget ran out,
+# except for a required step, which is then "failed") goes to gpu_check.json, and the headline numbers to
+# summary.json (also printed, by benchmarks/gpu_check_summary.py, which applies the same rule to the required
+# steps); the exit status is 1 if any step failed or a required step did not pass.
 # Not yet run in this form on a GPU; the budget ends it within about 8.5 minutes (480 s, plus each step's 10-s
 # kill grace and the summary). The earlier form (environment, two test files, throughput, smoke) took 98 s on an H100.
 #
-# GPU_CHECK_SMOKE=1 runs steps 2-5 on the CPU with tiny settings (--quick) and skips 1 and 6-8: the way to check
-# this script without a GPU (about 1.5 minutes on 2 CPU cores).
+# GPU_CHECK_SMOKE=1 runs step 2 on the CPU with one small test file (TORCH_DEVICE=cpu; still required, still
+# checked for tests that used the `device` fixture), steps 3-6 with tiny settings (--quick), and skips 1, 7 and 8:
+# the way to check this script without a GPU.
 #
 # On this workplace's lent GPU machine (no package index; python3 holds torch, timm, pyyaml but not pydantic),
 # carry pydantic's wheels (see benchmarks/README.md) and run:
@@ -44,12 +50,31 @@ fi
 PYTHON="${PYTHON:-$(command -v python || command -v python3)}"
 STARTED=$(date +%s)
 BUDGET="${GPU_CHECK_BUDGET:-480}"  # seconds for all steps together (the lent machine's command limit is 600)
-SMOKE="${GPU_CHECK_SMOKE:-0}"      # 1: CPU, tiny settings, benchmark steps only (checks this script)
+SMOKE="${GPU_CHECK_SMOKE:-0}"      # 1: CPU, tiny settings (checks this script)
+REQUIRED=(pytest)                  # steps that must run and pass, or the check fails
 declare -a RESULTS=()
+declare -A STATUS=()
 FAILED=0
 
+required() {
+    local r
+    for r in "${REQUIRED[@]}"; do
+        [[ $r == "$1" ]] && return 0
+    done
+    return 1
+}
+
+# record NAME STATUS EXIT_CODE SECONDS REASON: one row of gpu_check.json.
+record() {
+    local req=false
+    required "$1" && req=true
+    STATUS[$1]=$2
+    RESULTS+=("{\"step\": \"$1\", \"status\": \"$2\", \"exit_code\": $3, \"seconds\": $4, \"required\": $req, \"reason\": \"$5\"}")
+}
+
 # step NAME LIMIT_SECONDS COMMAND...: run COMMAND under a time limit (cut to what is left of BUDGET), record its
-# status and duration; skipped when less than 30 s of the budget is left.
+# status (ok / failed / skipped), exit code and duration. With less than 30 s of the budget left it does not run:
+# "skipped", or "failed" for a required step.
 step() {
     local name=$1 limit=$2
     shift 2
@@ -57,8 +82,14 @@ step() {
     left=$((BUDGET - ($(date +%s) - STARTED)))
     if [[ $left -lt 30 ]]; then
         echo
-        echo "=== [$name] skipped: ${left}s left of the ${BUDGET}s budget"
-        RESULTS+=("{\"step\": \"$name\", \"status\": \"skipped\", \"seconds\": 0}")
+        if required "$name"; then
+            FAILED=1
+            echo "=== [$name] FAILED: required, but only ${left}s were left of the ${BUDGET}s budget, so it did not run"
+            record "$name" failed null 0 "not run: ${left}s left of the budget"
+        else
+            echo "=== [$name] skipped: ${left}s left of the ${BUDGET}s budget"
+            record "$name" skipped null 0 "not run: ${left}s left of the budget"
+        fi
         return 0
     fi
     if [[ $limit -gt $left ]]; then
@@ -72,10 +103,11 @@ step() {
     if [[ $status -ne 0 ]]; then
         FAILED=1
         echo "=== [$name] FAILED with status $status after ${seconds}s"
+        record "$name" failed "$status" "$seconds" "exit status $status"
     else
         echo "=== [$name] ok in ${seconds}s"
+        record "$name" ok 0 "$seconds" ""
     fi
-    RESULTS+=("{\"step\": \"$name\", \"status\": $status, \"seconds\": $seconds}")
 }
 
 # Offline machines: wheels carried in .whl/ (e.g. pydantic and its dependencies, which the lent GPU
@@ -110,16 +142,20 @@ assert torch.cuda.is_available(), "torch does not see a CUDA device"
 print(f"device 0: {torch.cuda.get_device_name(0)}")
 EOF
 }
-cuda_tests() {
-    TORCH_DEVICE=cuda DEVICE_TESTS_REPORT="$OUT_DIR/device_tests.json" "$PYTHON" -m pytest -q tests \
+# pytest on TEST_DEVICE over TEST_PATHS (cuda and the whole suite; the smoke mode's cpu and one small file); fails
+# when a test fails or when no test used the `device` fixture on TEST_DEVICE.
+device_tests() {
+    rm -f "$OUT_DIR/device_tests.json"
+    # shellcheck disable=SC2086  # TEST_PATHS is a list of paths
+    TORCH_DEVICE=$TEST_DEVICE DEVICE_TESTS_REPORT="$OUT_DIR/device_tests.json" "$PYTHON" -m pytest -q $TEST_PATHS \
         --junitxml "$OUT_DIR/pytest.xml" -p no:cacheprovider
-    "$PYTHON" - "$OUT_DIR/device_tests.json" <<'EOF'
+    "$PYTHON" - "$OUT_DIR/device_tests.json" "$TEST_DEVICE" <<'EOF'
 import json
 import sys
 report = json.load(open(sys.argv[1]))
 count = len(report["tests"])
 print(f"{count} tests ran on {report['device']}")
-sys.exit(0 if count and report["device"].startswith("cuda") else 1)
+sys.exit(0 if count and report["device"].startswith(sys.argv[2]) else 1)
 EOF
 }
 smoke() {
@@ -142,20 +178,30 @@ print(f"load_encoder on cuda ok: features {tuple(features.shape)}; last metrics 
 EOF
     rm -f "$run_dir/checkpoint.pt"  # hundreds of MB; config.json and metrics.jsonl are kept
 }
-export PYTHON OUT_DIR
 if [[ $SMOKE == 1 ]]; then
     DEVICE=cpu
+    TEST_DEVICE=cpu
+    TEST_PATHS="tests/audio/test_frontend.py"
     QUICK=(--quick)
     AUGMENT=(--recipe bare --batches 1 --reference-batches 1 --model-steps 1 --steps 0)
 else
     DEVICE=cuda
+    TEST_DEVICE=cuda
+    TEST_PATHS="tests"
     QUICK=()
     AUGMENT=(--recipe fsd50k --batches 4 --reference-batches 1 --model-steps 10 --steps 0)
+fi
+export PYTHON OUT_DIR TEST_DEVICE TEST_PATHS
+if [[ $SMOKE != 1 ]]; then
     export -f environment
     step environment 60 bash -c 'set -euo pipefail; environment | tee "$OUT_DIR/env.txt"'
 fi
 
-# The issue's performance numbers first: the paper-width vision step, the audio step, the per-episode route.
+# The tests first (required): the long benchmarks below cannot use up their budget.
+export -f device_tests
+step pytest 240 bash -c 'set -euo pipefail; device_tests'
+
+# Then the issue's performance numbers: the paper-width vision step, the audio step, the per-episode route.
 step paper_width_vision 240 "$PYTHON" benchmarks/paper_width_step.py --device "$DEVICE" ${QUICK[@]+"${QUICK[@]}"} \
     --output "$OUT_DIR/paper_width_step.json"
 step paper_width_audio 150 "$PYTHON" benchmarks/paper_width_step.py --modality audio --device "$DEVICE" \
@@ -166,9 +212,6 @@ step audio_augment 150 "$PYTHON" benchmarks/audio_augment_throughput.py --device
     --output "$OUT_DIR/audio_augment.json"
 
 if [[ $SMOKE != 1 ]]; then
-    export -f cuda_tests
-    step pytest 240 bash -c 'set -euo pipefail; cuda_tests'
-
     step pretrain_throughput 150 "$PYTHON" benchmarks/pretrain_throughput.py --device cuda --amp bf16 \
         --workers 2 8 --aug-batches 64 --model-warmup 5 --model-rounds 20 --warmup 10 --steps 60 \
         --output "$OUT_DIR/pretrain_throughput.json"
@@ -177,12 +220,25 @@ if [[ $SMOKE != 1 ]]; then
     step pretrain_smoke 120 bash -c 'set -euo pipefail; smoke'
 fi
 
+# A required step that never reached step() (an early exit of this script cannot reach this line either: the
+# summary, run on its own, then marks the step failed from the missing row).
+for name in "${REQUIRED[@]}"; do
+    if [[ -z ${STATUS[$name]+set} ]]; then
+        record "$name" failed null 0 "did not run"
+    fi
+    if [[ ${STATUS[$name]} != ok ]]; then
+        FAILED=1
+        echo "=== required step [$name] is ${STATUS[$name]}: the check fails"
+    fi
+done
 TOTAL=$(($(date +%s) - STARTED))
 {
     echo "{"
     echo "  \"date\": \"$(date -Iseconds)\","
     echo "  \"total_seconds\": $TOTAL,"
     echo "  \"failed\": $FAILED,"
+    echo "  \"smoke\": $([[ $SMOKE == 1 ]] && echo true || echo false),"
+    echo "  \"required\": [$(printf '"%s", ' "${REQUIRED[@]}" | sed 's/, $//')],"
     echo "  \"steps\": ["
     for i in "${!RESULTS[@]}"; do
         sep=","
@@ -192,7 +248,11 @@ TOTAL=$(($(date +%s) - STARTED))
     echo "  ]"
     echo "}"
 } >"$OUT_DIR/gpu_check.json"
-# Step statuses and the headline numbers of the benchmark steps (from whatever JSON they left) -> summary.json.
-"$PYTHON" benchmarks/gpu_check_summary.py "$OUT_DIR" || cat "$OUT_DIR/gpu_check.json"
+# Step statuses and the headline numbers of the benchmark steps (from whatever JSON they left) -> summary.json. The
+# summary exits 1 when a step failed or a required step did not pass, and then so does this script.
+if ! "$PYTHON" benchmarks/gpu_check_summary.py "$OUT_DIR"; then
+    FAILED=1
+    cat "$OUT_DIR/gpu_check.json"
+fi
 echo "gpu_check: total ${TOTAL}s; results in $OUT_DIR"
 exit "$FAILED"

@@ -3,8 +3,13 @@
     python benchmarks/gpu_check_summary.py benchmarks/results/gpu
 
 Reads ``gpu_check.json`` (step statuses), ``paper_width_step.json``, ``paper_width_step_audio.json``,
-``audio_fewshot_speed.json`` and ``audio_augment.json`` when present; a missing or unreadable file is listed under
-``missing`` instead of failing, so a partial run still gets its summary.
+``audio_fewshot_speed.json`` and ``audio_augment.json`` when present; a missing or unreadable benchmark file is
+listed under ``missing`` instead of failing, so a partial run still gets its summary.
+
+Every step's status is ``ok``, ``failed`` or ``skipped``. A required step (``gpu_check.json``'s ``required``; the
+CUDA test step ``pytest`` when the file does not say) that did not run or did not pass is ``failed``, never
+``skipped``, and so is every required step when ``gpu_check.json`` itself is missing (the script never got to the
+end). The summary's ``failed`` is true when any step failed, and the command then exits 1.
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+
+#: Required steps when ``gpu_check.json`` does not list them.
+REQUIRED = ("pytest",)
 
 
 def load(path: Path) -> dict | None:
@@ -38,13 +46,43 @@ def paper_width(result: dict) -> dict:
     }
 
 
+def status(row: dict) -> str:
+    """``ok``, ``failed`` or ``skipped`` of a step row (older runs recorded the exit code as the status)."""
+    value = row.get("status")
+    if value in ("ok", "failed", "skipped"):
+        return value
+    return "ok" if value == 0 else "failed"
+
+
+def steps(check: dict | None) -> dict[str, dict]:
+    """Per step: status, seconds, exit code, whether required, and why it failed when it did not run."""
+    rows = (check or {}).get("steps", [])
+    required = (check or {}).get("required", REQUIRED)
+    out = {}
+    for row in rows:
+        old_code = row.get("status") if isinstance(row.get("status"), int) else None
+        out[row["step"]] = {"status": status(row), "seconds": row.get("seconds", 0),
+                            "exit_code": row.get("exit_code", old_code), "required": row["step"] in required}
+        if row.get("reason"):
+            out[row["step"]]["reason"] = row["reason"]
+    for name in required:
+        if name not in out:
+            reason = "did not run" if check else "gpu_check.json missing: the script did not finish"
+            out[name] = {"status": "failed", "seconds": 0, "exit_code": None, "required": True, "reason": reason}
+        elif out[name]["status"] != "ok":
+            out[name] = out[name] | {"status": "failed", "reason": out[name].get("reason") or "did not pass"}
+    return out
+
+
 def summarise(out: Path) -> dict:
     summary: dict = {"missing": []}
     check = load(out / "gpu_check.json")
+    summary["steps"] = steps(check)
+    summary["failed"] = any(s["status"] == "failed" for s in summary["steps"].values())
     if check:
-        summary["steps"] = {row["step"]: {"status": row["status"], "seconds": row["seconds"]}
-                            for row in check["steps"]}
         summary["total_seconds"] = check["total_seconds"]
+    else:
+        summary["missing"].append("gpu_check.json")
     for key, name in (("paper_width_vision", "paper_width_step.json"),
                       ("paper_width_audio", "paper_width_step_audio.json")):
         result = load(out / name)
@@ -72,13 +110,15 @@ def summarise(out: Path) -> dict:
     return summary
 
 
-def main() -> None:
+def main() -> int:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/gpu")
     summary = summarise(out)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print("\n=== summary")
-    for name, step in summary.get("steps", {}).items():
-        print(f"  {name:<22} status {step['status']!s:<8} {step['seconds']:>4} s")
+    for name, step in summary["steps"].items():
+        note = f" ({step['reason']})" if step.get("reason") else ""
+        print(f"  {name:<22} {'required ' if step['required'] else '':<9}status {step['status']:<8} "
+              f"{step['seconds']:>4} s{note}")
     for key in ("paper_width_vision", "paper_width_audio"):
         if key in summary:
             s = summary[key]
@@ -91,8 +131,9 @@ def main() -> None:
             print(f"{key}: {json.dumps(summary[key])[:600]}")
     if summary["missing"]:
         print(f"missing: {', '.join(summary['missing'])}")
-    print(f"wrote {out / 'summary.json'}")
+    print(f"wrote {out / 'summary.json'}" + ("; FAILED" if summary["failed"] else ""))
+    return 1 if summary["failed"] else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
