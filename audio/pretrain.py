@@ -260,7 +260,8 @@ def main(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None = Non
                        config=cfg.model_dump(), encoder_spec=encoder_spec, fixed_invariance_id=fixed_id,
                        on_step=on_step)
     out = summary["output"]
-    print(f"\nDone: step {summary['step']}, loss {summary['loss']:.4f}.\n"
+    loss = "none (the checkpoint was at run.steps)" if summary["loss"] is None else f"{summary['loss']:.4f}"
+    print(f"\nDone: step {summary['step']}, loss {loss}.\n"
           f"Outputs in {out}/: config.json, metrics.jsonl, checkpoint.pt, data.json\n"
           f"Load:      from core import load_encoder; encoder = load_encoder('{out}')  "
           f"# encoder(waveforms (B, samples) at 16 kHz, invariance)")

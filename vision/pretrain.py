@@ -205,7 +205,8 @@ def main(cfg: PretrainConfig) -> dict:
     summary = pretrain(learner, views, run=cfg.run, optim=cfg.optim, method=cfg.method,
                        config=cfg.model_dump(), encoder_spec=encoder_spec, fixed_invariance_id=fixed_id)
     out = summary["output"]
-    print(f"\nDone: step {summary['step']}, loss {summary['loss']:.4f}.\n"
+    loss = "none (the checkpoint was at run.steps)" if summary["loss"] is None else f"{summary['loss']:.4f}"
+    print(f"\nDone: step {summary['step']}, loss {loss}.\n"
           f"Outputs in {out}/: config.json, metrics.jsonl, checkpoint.pt\n"
           f"Evaluate:  {evaluate_hint(cfg.data, out)}\n"
           f"Load:      from core import load_encoder; encoder = load_encoder('{out}')")

@@ -38,6 +38,9 @@ def build_learner(method: MethodConfig, backbone: nn.Module, space: InvarianceSp
     Raises:
         TypeError: For a config that is none of the three.
     """
+    if not isinstance(method, SimCLRConfig | MoCoV2Config | MoCoV3Config):
+        raise TypeError(f"build_learner: no learner for a {type(method).__name__}; expected one of SimCLRConfig, "
+                        "MoCoV2Config, MoCoV3Config.")
     common = {"proj_hidden_dim": method.proj_hidden_dim, "proj_dim": method.proj_dim,
               "shared_head": shared_head(method.head, len(space)), "temperature": method.temperature}
     if isinstance(method, SimCLRConfig):
@@ -45,7 +48,4 @@ def build_learner(method: MethodConfig, backbone: nn.Module, space: InvarianceSp
     if isinstance(method, MoCoV2Config):
         return MoCoV2(backbone, space, queue_size=method.queue_size, symmetric=method.symmetric,
                       bn_groups=method.bn_groups, **common)
-    if isinstance(method, MoCoV3Config):
-        return MoCoV3(backbone, space, pred_hidden_dim=method.pred_hidden_dim, **common)
-    raise TypeError(f"build_learner: no learner for a {type(method).__name__}; expected one of SimCLRConfig, "
-                    "MoCoV2Config, MoCoV3Config.")
+    return MoCoV3(backbone, space, pred_hidden_dim=method.pred_hidden_dim, **common)

@@ -9,10 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from audio.pretrain import PretrainConfig, load_config, main
+from audio.pretrain import PretrainConfig, build_backbone, load_config, main
 from core import load_encoder
 from core.checkpoint import load_checkpoint
 from core.cli import ConfigError
+from core.config import MoCoV2Config
+from core.invariance import InvarianceSpace
+from core.pretrain.learners import MoCoV2
+from core.pretrain.recipe import build_learner
 from tests.audio.fake_audio import make_fsd50k
 
 TINY = ["--model.width", "4", "--model.hidden_dim", "2", "--model.embed_dim", "4", "--data.n_mels", "32",
@@ -42,9 +46,6 @@ def test_twenty_steps_on_synthetic_audio_and_load_encoder_round_trip(tmp_path: P
     assert encoder.frontend.std == std and encoder.frontend.n_mels == 32
     wave = torch.randn(3, 8000, device=device)
     invariance = encoder.space.descriptors[5].to(device)
-    from audio.pretrain import build_backbone
-    from core.pretrain.recipe import build_learner
-
     learner = build_learner(cfg.method, build_backbone(cfg, encoder.space)[0], encoder.space)
     learner.load_state_dict(state["model"])
     reference = learner.backbone.to(device).eval()(wave, invariance)
@@ -108,6 +109,9 @@ def test_command_line(tmp_path: Path) -> None:
 
     helped = run("--help")
     assert helped.returncode == 0 and "--data.n_mels" in helped.stdout and "--data-root" in helped.stdout
+    assert "[only with method.name = mocov2]" in helped.stdout and "--cache-dir" in helped.stdout
+    unused = run("--method.symmetric", "true")
+    assert unused.returncode == 2 and "unknown config key 'method.symmetric' for method.name 'simclr'" in unused.stderr
     no_root = run("--dataset", "fsd50k")
     assert no_root.returncode == 2 and "pass --data-root DIR" in no_root.stderr
     missing = run("--dataset", "fsd50k", "--data-root", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o"))
@@ -135,3 +139,48 @@ def test_fixed_descriptor_names_factors(tmp_path: Path) -> None:
     main(cfg)
     logged = {json.loads(line)["invariance"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()}
     assert len(logged) == 1 and "fade=1" in next(iter(logged)) and "pitch_shift=0" in next(iter(logged))
+
+
+def tiny_moco(*flags: str) -> MoCoV2:
+    """A MoCo-v2 learner built as ``audio.pretrain.main`` builds it: the config, the encoder, build_learner."""
+    cfg = load_config([*TINY, "--method", "mocov2", "--method.queue_size", "64", *flags])
+    space = InvarianceSpace.from_name("audio")
+    torch.manual_seed(0)
+    return build_learner(cfg.method, build_backbone(cfg, space)[0], space).train()
+
+
+@pytest.mark.parametrize("symmetric, enqueued", [("true", 48), ("false", 24)])
+def test_mocov2_symmetric_enqueues_both_views_keys(symmetric: str, enqueued: int) -> None:
+    # audio.pretrain used to pass only queue_size to MoCo-v2, so symmetric was silently ignored (24 keys)
+    learner = tiny_moco("--method.symmetric", symmetric)
+    waves = torch.randn(2, 8, 8000, generator=torch.Generator().manual_seed(0))  # 0.5-s clips at 16 kHz
+    for _ in range(3):  # 3 steps of batch 8 on a 64-slot queue
+        learner(waves[0], waves[1], 5)
+    assert int(learner.queues.ptr[5]) == enqueued and int(learner.queues.ptr.sum()) == enqueued
+
+
+def test_mocov2_bn_groups_normalises_keys_in_that_many_groups() -> None:
+    grouped, default = tiny_moco("--method.bn_groups", "2"), tiny_moco()
+    assert grouped.local_bn_groups(64) == 2 and default.local_bn_groups(64) == 4  # the default would use 4
+    x = torch.randn(64, 8000, generator=torch.Generator().manual_seed(0))
+    far, near = x.clone(), x.clone()
+    far[16] *= 3.0  # in the other key group than clip 0 with 2 groups, in the same with 4
+    near[1] *= 3.0  # in clip 0's key group either way
+    key = grouped.keys(x, 5)[0]
+    torch.testing.assert_close(grouped.keys(far, 5)[0], key, rtol=0, atol=1e-6)
+    assert not torch.allclose(grouped.keys(near, 5)[0], key, atol=1e-6)
+    assert not torch.allclose(default.keys(far, 5)[0], default.keys(x, 5)[0], atol=1e-6)
+
+
+def test_keys_a_recipe_does_not_use_are_errors() -> None:
+    with pytest.raises(ConfigError, match=r"unknown config key 'method\.queue_size' for method\.name 'simclr' "
+                       r"\(it is a key of method\.name 'mocov2'\)"):
+        load_config(["--method.queue_size", "64"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'method\.bn_groups' for method\.name 'mocov3'"):
+        load_config(["--method", "mocov3", "--method.bn_groups", "2"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'model\.patch_size'"):
+        load_config(["--model.patch_size", "4"])  # a ViT key: the audio encoders are ResNets
+    cfg = load_config(["--method.name", "mocov2", "--method.queue_size", "64", "--method.symmetric", "true",
+                       "--method.bn_groups", "2"])
+    assert cfg.method == MoCoV2Config(queue_size=64, symmetric=True, bn_groups=2)
+    assert load_config(["--output", "2024"]).run.output == "2024"

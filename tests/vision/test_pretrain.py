@@ -4,15 +4,21 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import torch
 from PIL import Image
 
 from core import load_encoder
+from core.checkpoint import CheckpointError
 from core.cli import ConfigError, load
-from vision.pretrain import PretrainConfig, main
-
+from core.config import MoCoV2Config, SimCLRConfig
+from core.invariance import InvarianceSpace
+from core.pretrain.learners import MoCoV2
+from core.pretrain.recipe import build_learner
+from vision.models import BACKBONES
+from vision.pretrain import ALIASES, PretrainConfig, ResNetConfig, ViTConfig, build_backbone, main
 
 #: The method keys each learner's config holds (a key of another learner is an error).
 METHOD_FLAGS = {"simclr": [], "mocov2": ["--method.queue_size", "64"], "mocov3": ["--method.pred_hidden_dim", "64"]}
@@ -89,6 +95,10 @@ def test_command_line_errors_exit_with_a_message(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "nowhere" in missing.stderr and "Traceback" not in missing.stderr
     helped = run("--help")
     assert helped.returncode == 0 and "--optim.lr" in helped.stdout and "--model.hidden_dim" in helped.stdout
+    assert "[only with method.name = mocov2]" in helped.stdout and "--method.queue_size" in helped.stdout
+    assert "[only with model.backbone = prompt_vit_tiny" in helped.stdout and "--steps" in helped.stdout
+    wrong_family = run("--model.patch_size", "4")
+    assert wrong_family.returncode == 2 and "unknown config key 'model.patch_size'" in wrong_family.stderr
 
 
 def test_image_folder_run_suggests_evaluating_on_its_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -105,3 +115,79 @@ def test_image_folder_run_suggests_evaluating_on_its_folder(tmp_path: Path, caps
     main(cfg)
     hint = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("Evaluate:"))
     assert "synthetic" not in hint and f"'imagefolder:{root}'" in hint
+
+
+def tiny_moco(*flags: str) -> MoCoV2:
+    """A MoCo-v2 learner built as ``vision.pretrain.main`` builds it: the config, the backbone, build_learner."""
+    cfg = load(PretrainConfig, ["--model.width", "4", "--model.hidden_dim", "2", "--method", "mocov2",
+                                "--method.queue_size", "64", "--method.proj_hidden_dim", "16", "--method.proj_dim",
+                                "8", *flags], aliases=ALIASES)
+    space = InvarianceSpace.from_name(cfg.model.space)
+    torch.manual_seed(0)
+    backbone, _ = build_backbone(cfg.model, cfg.data.image_size, space)
+    return build_learner(cfg.method, backbone, space).train()
+
+
+@pytest.mark.parametrize("symmetric, enqueued", [("true", 48), ("false", 24)])
+def test_mocov2_symmetric_enqueues_both_views_keys(symmetric: str, enqueued: int) -> None:
+    learner = tiny_moco("--method.symmetric", symmetric)
+    views = torch.randn(2, 8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for _ in range(3):  # 3 steps of batch 8 on a 64-slot queue
+        learner(views[0], views[1], 1)
+    assert int(learner.queues.ptr[1]) == enqueued and int(learner.queues.ptr.sum()) == enqueued
+
+
+def test_mocov2_bn_groups_normalises_keys_in_that_many_groups() -> None:
+    grouped, default = tiny_moco("--method.bn_groups", "2"), tiny_moco()
+    assert grouped.local_bn_groups(64) == 2 and default.local_bn_groups(64) == 4  # the default would use 4
+    x = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    far, near = x.clone(), x.clone()
+    far[16] += 1.0  # in the other key group than sample 0 with 2 groups, in the same with 4
+    near[1] += 1.0  # in sample 0's key group either way
+    key = grouped.keys(x, 1)[0]
+    torch.testing.assert_close(grouped.keys(far, 1)[0], key, rtol=0, atol=1e-6)
+    assert not torch.allclose(grouped.keys(near, 1)[0], key, atol=1e-6)
+    assert not torch.allclose(default.keys(far, 1)[0], default.keys(x, 1)[0], atol=1e-6)
+
+
+def test_keys_of_another_method_or_backbone_family_are_errors() -> None:
+    with pytest.raises(ConfigError, match=r"unknown config key 'method\.queue_size' for method\.name 'simclr' "
+                       r"\(it is a key of method\.name 'mocov2'\)"):
+        load(PretrainConfig, ["--method.queue_size", "64"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'method\.symmetric' for method\.name 'mocov3'"):
+        load(PretrainConfig, ["--method", "mocov3", "--method.symmetric", "true"], aliases=ALIASES)
+    with pytest.raises(ConfigError, match=r"unknown config key 'model\.patch_size' for model\.backbone "
+                       r"'hyper_resnet18'"):
+        load(PretrainConfig, ["--model.patch_size", "4"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'model\.width' for model\.backbone 'vit_tiny'"):
+        load(PretrainConfig, ["--backbone", "vit_tiny", "--model.width", "8"], aliases=ALIASES)
+    moco = load(PretrainConfig, ["--method.name", "mocov2", "--method.queue_size", "64"])
+    assert isinstance(moco.method, MoCoV2Config) and moco.method.queue_size == 64
+    vit = load(PretrainConfig, ["--model.backbone", "prompt_vit_tiny", "--model.patch_size", "4",
+                                "--model.vit_depth", "2", "--model.num_projectors", "4", "--model.space",
+                                "vision_individual"])
+    assert isinstance(vit.model, ViTConfig) and (vit.model.patch_size, vit.model.vit_depth) == (4, 2)
+    default = load(PretrainConfig, [])
+    assert isinstance(default.model, ResNetConfig) and isinstance(default.method, SimCLRConfig)
+    assert (default.model.backbone, default.model.width, default.model.hidden_dim) == ("hyper_resnet18", 32, 8)
+    assert PretrainConfig.model_validate(moco.model_dump()) == moco  # config.json reads back
+
+
+def test_model_union_covers_every_registered_backbone() -> None:
+    families = [get_args(c.model_fields["backbone"].annotation) for c in (ResNetConfig, ViTConfig)]
+    assert sorted(families[0] + families[1]) == sorted(BACKBONES)
+
+
+def test_resume_refusal_names_the_method_key(tmp_path: Path) -> None:
+    flags = ["--model.width", "4", "--model.hidden_dim", "2", "--data.synthetic_size", "64", "--batch-size", "16",
+             "--steps", "2", "--workers", "0", "--run.progress", "false", "--output", str(tmp_path), "--method",
+             "mocov2", "--method.queue_size", "16", "--method.proj_hidden_dim", "16"]
+    assert main(load(PretrainConfig, flags, aliases=ALIASES))["step"] == 2
+    with pytest.raises(CheckpointError, match=r"method\.queue_size: 16 \(checkpoint\) vs 32 \(now\)"):
+        main(load(PretrainConfig, [*flags, "--method.queue_size", "32"], aliases=ALIASES))
+    with pytest.raises(CheckpointError, match=r"method\.name: 'mocov2' \(checkpoint\) vs 'mocov3' \(now\); "
+                       r"method\.pred_hidden_dim: '<missing>' \(checkpoint\) vs 512 \(now\); method\.queue_size: 16 "
+                       r"\(checkpoint\) vs '<missing>' \(now\)"):
+        main(load(PretrainConfig, [*flags[:-6], "--method", "mocov3", "--method.proj_hidden_dim", "16"],
+                  aliases=ALIASES))
+    assert main(load(PretrainConfig, flags, aliases=ALIASES))["step"] == 2  # the same settings resume

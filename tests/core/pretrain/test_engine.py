@@ -103,6 +103,7 @@ def test_metrics_and_checkpoint_contents(tmp_path: Path, device: torch.device) -
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
     assert records[0]["lr"] == pytest.approx(5e-3) and records[1]["lr"] == pytest.approx(1e-2)  # warm-up
     assert all(r["invariance"] == str(GROUPS[r["invariance_id"]]) for r in records)
+    assert all("momentum" not in r for r in records)  # SimCLR has no EMA encoder, so no momentum schedule
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["step"] == 5 and InvarianceSpace.from_dict(state["space"]) == GROUPS
     assert {"model", "optimizer", "scaler", "rng", "config", "encoder"} <= set(state)
@@ -310,3 +311,14 @@ def test_two_process_gloo_ddp_run(tmp_path: Path) -> None:
     assert not torch.equal(r0["flat"], torch.cat([p.detach().flatten() for p in make_learner().parameters()]))
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4]  # only rank 0 writes metrics
+
+
+def test_moco_records_its_momentum_schedule_and_a_mismatched_method_is_refused(tmp_path: Path) -> None:
+    run_pretrain(tmp_path / "moco", steps=3, method="mocov2")
+    records = [json.loads(line) for line in (tmp_path / "moco" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["momentum"] for r in records] == pytest.approx(cosine_schedule(0.99, 1.0, 3))
+    run = RunConfig(output=str(tmp_path / "bad"), steps=1, batch_size=8, num_workers=0, progress=False)
+    with pytest.raises(ValueError, match="does not fit a MoCoV2 learner"):
+        pretrain(make_learner("mocov2"), NoisyViews(), run=run, optim=OptimConfig(), method=method_config("simclr"),
+                 config={}, encoder_spec={})
+    assert not (tmp_path / "bad").exists()
