@@ -20,7 +20,6 @@ References:
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Literal
 
@@ -31,7 +30,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from core import cli
-from core.checkpoint import CheckpointError, load_encoder, load_run_config
+from core.checkpoint import load_encoder, load_run_config
 from core.config import StrictModel
 from core.downstream.measure import (
     FactorTransform,
@@ -163,8 +162,4 @@ def main(cfg: MeasureConfig) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main(cli.parse(MeasureConfig, prog="python -m vision.measure"))
-    except (CheckpointError, FileNotFoundError) as err:
-        print(f"python -m vision.measure: error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
+    cli.run(main, MeasureConfig, prog="python -m vision.measure")
