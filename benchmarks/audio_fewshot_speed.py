@@ -6,10 +6,12 @@ query clip per way (MetaAudio's protocol), chunk-voted queries, ridge head:
 1. ``fixed``: one descriptor (all ones); the features of every chunk are computed once (the *encoder* part), then
    ``--episodes`` episodes are classified from the cache (the *head* part). Goal: 10,000 episodes in under 30 s
    of head time on CPU once the features are cached.
-2. ``per_benchmark``: ``i`` learned on ``--selection-episodes`` training-class episodes (encoder passes), one
-   feature pass at the mean ``i*``, then the same cached-feature head on ``--episodes`` test episodes.
+2. ``per_benchmark``: one feature pass over the training clips per grid descriptor, the one with the best accuracy
+   on ``--selection-episodes`` training-class episodes chosen, then the cached-feature head on ``--episodes`` test
+   episodes at it (:mod:`core.downstream.fewshot.routes`).
 3. ``per_episode`` (the paper's): ``i`` learned on each episode's support, ``--steps`` Adam steps batched over
-   ``--chunk`` episodes, queries scored at the learned ``i`` (:func:`audio.fewshot.routes.per_episode_accuracy`).
+   ``--chunk`` episodes, queries scored at the learned ``i``
+   (:func:`core.downstream.fewshot.descriptor.per_episode_accuracy`).
 
 Encoder time is measured by wrapping the encoder: every forward call is timed (no-grad, reverse-mode and
 forward-mode dual passes separately), and the backward pass through the encoder is timed from the hook on its
@@ -46,14 +48,19 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from audio.fewshot.episodes import AudioEpisodeSampler, QueryChunks, query_chunks, support_chunks  # noqa: E402
-from audio.fewshot.routes import fixed_route_accuracy, per_episode_accuracy  # noqa: E402
 from audio.fewshot.sources import ChunkStore, synthetic_clips  # noqa: E402
 from audio.fewshot.store import DecodedClips  # noqa: E402
+from audio.fewshot.vote import ChunkVote  # noqa: E402
 from audio.models import create_backbone  # noqa: E402
 from core.checkpoint import load_encoder  # noqa: E402
-from core.downstream.episode_invariance import learn_episode_invariance  # noqa: E402
 from core.downstream.features import extract_features  # noqa: E402
+from core.downstream.fewshot import (  # noqa: E402
+    EpisodeSampler,
+    features_accuracy,
+    learn_episode_invariance,
+    per_episode_accuracy,
+)
+from core.downstream.probe import descriptor_grid  # noqa: E402
 from core.invariance import InvarianceSpace  # noqa: E402
 
 SMALL = {"n_mels": 64, "width": 32, "hidden_dim": 8, "embed_dim": 16, "seconds": 1.0}
@@ -125,17 +132,14 @@ class TimedEncoder(nn.Module):
             self._backward_began = None
 
 
-def _episodes(clips: DecodedClips, count: int, seed: int) -> tuple[Tensor, QueryChunks]:
-    """5-way 1-shot, one query per way: support chunks (E, 5, 1) and the query chunks."""
-    sampler = AudioEpisodeSampler(clips.table.labels(), clips.table.groups(), 5, 1, 1, seed=seed,
-                                  class_names=clips.table.class_names)
+def _episodes(clips: DecodedClips, count: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """5-way 1-shot, one query per way: support chunks (E, 5, 1), query chunks (E, C) and their owners (E, C)."""
+    sampler = EpisodeSampler(clips.table.labels(), 5, 1, 1, seed=seed, groups=clips.table.groups(),
+                             class_names=clips.table.class_names)
     episodes = sampler.sample(count)
-    support = support_chunks(episodes.support, clips.index, torch.Generator().manual_seed(seed))  # (E, 5, 1)
-    return support, query_chunks(episodes.query, clips.index)
-
-
-def _subset(queries: QueryChunks, count: int) -> QueryChunks:
-    return QueryChunks(chunks=queries.chunks[:count], owner=queries.owner[:count])
+    hook = ChunkVote(clips.index)
+    support = hook.support_inputs(episodes.support, torch.Generator().manual_seed(seed))  # (E, 5, 1)
+    return (support, *hook.query_inputs(episodes.query))
 
 
 def _sync(device: torch.device) -> None:
@@ -156,7 +160,8 @@ def time_routes(encoder: nn.Module, args: argparse.Namespace, device: torch.devi
     test = synthetic_clips(args.task, args.clips, args.seconds, args.seed)
     train = synthetic_clips(args.task, max(args.clips // 2, 10), args.seconds, args.seed + 1)
     store, train_store = ChunkStore(test), ChunkStore(train)
-    support, queries = _episodes(test, args.episodes, args.seed)
+    support, rows, owner = _episodes(test, args.episodes, args.seed)
+    hook, train_hook = ChunkVote(test.index), ChunkVote(train.index)
     out: dict = {"test_clips": len(test.table), "test_chunks": len(test.index), "clip_seconds": args.seconds}
 
     # 1. Fixed descriptor: cache the features once, then the head on every episode.
@@ -166,9 +171,9 @@ def time_routes(encoder: nn.Module, args: argparse.Namespace, device: torch.devi
     features = extract_features(timed, store, ones, batch_size=args.batch_size).float()  # (M, D)
     _sync(device)
     cache_s = time.perf_counter() - began
-    fixed_route_accuracy(features, support[:50], _subset(queries, 50), 1)  # warm-up
+    features_accuracy(features, support[:50], rows[:50], owner[:50], 1, scoring=hook)  # warm-up
     began = time.perf_counter()
-    acc = fixed_route_accuracy(features, support, queries, 1)
+    acc = features_accuracy(features, support, rows, owner, 1, scoring=hook)
     _sync(device)
     head_s = time.perf_counter() - began
     out["fixed"] = {"episodes": args.episodes, "cache_s": cache_s, "encoder_s": timed.encoder_seconds(),
@@ -178,24 +183,22 @@ def time_routes(encoder: nn.Module, args: argparse.Namespace, device: torch.devi
                     "seconds_for_10000_cached": 10_000 * head_s / args.episodes,
                     "accuracy": float(acc.mean())}
 
-    # 2. Per-benchmark: learn i on training episodes, one feature pass at its mean, then the cached head.
-    train_support, _ = _episodes(train, args.selection_episodes, args.seed + 1)
-    labels = torch.arange(5)
+    # 2. Per-benchmark: a feature pass over the training clips per grid point, the best on training episodes.
+    train_support, train_rows, train_owner = _episodes(train, args.selection_episodes, args.seed + 1)
+    grid = descriptor_grid(space.dim)
     timed.reset()
     began = time.perf_counter()
-    learned = []
-    for s in range(0, args.selection_episodes, args.chunk):
-        sup = train_support[s:s + args.chunk].flatten(1)  # (e, 5)
-        learned.append(learn_episode_invariance(timed, train_store, sup, labels.expand(sup.shape[0], -1), 5,
-                                                steps=args.steps).invariance.cpu())
-    point = torch.cat(learned).mean(0)
+    selection = [float(features_accuracy(extract_features(timed, train_store, p, batch_size=args.batch_size).float(),
+                                         train_support, train_rows, train_owner, 1, scoring=train_hook).mean())
+                 for p in grid]
+    point = grid[int(torch.tensor(selection).argmax())]
     learn_s = time.perf_counter() - began
     features = extract_features(timed, store, point, batch_size=args.batch_size).float()
-    acc = fixed_route_accuracy(features, support, queries, 1)
+    acc = features_accuracy(features, support, rows, owner, 1, scoring=hook)
     _sync(device)
     total_s = time.perf_counter() - began
     out["per_benchmark"] = {"episodes": args.episodes, "selection_episodes": args.selection_episodes,
-                            "learn_s": learn_s, "learn_s_per_selection_episode": learn_s / args.selection_episodes,
+                            "grid_points": len(grid), "choose_s": learn_s,
                             "total_s": total_s, "encoder_s": timed.encoder_seconds(),
                             "encoder_share": timed.encoder_seconds() / total_s,
                             "episodes_per_s": args.episodes / total_s, "accuracy": float(acc.mean())}
@@ -204,8 +207,8 @@ def time_routes(encoder: nn.Module, args: argparse.Namespace, device: torch.devi
     count = args.per_episode_episodes
     timed.reset()
     began = time.perf_counter()
-    acc, _, info = per_episode_accuracy(timed, store, support[:count], _subset(queries, count), 1, steps=args.steps,
-                                        chunk=args.chunk, batch_size=args.batch_size)
+    acc, _, info = per_episode_accuracy(timed, store, support[:count], rows[:count], owner[:count], hook, 1,
+                                        steps=args.steps, chunk=args.chunk, batch_size=args.batch_size)
     _sync(device)
     total_s = time.perf_counter() - began
     dual_steps = timed.calls["dual"] / space.dim
@@ -226,7 +229,7 @@ def paper_size(args: argparse.Namespace, space: InvarianceSpace, device: torch.d
     timed = TimedEncoder(encoder)
     clips = synthetic_clips(args.task, max(10 * args.paper_episodes, 40), PAPER["seconds"], args.seed)
     store = ChunkStore(clips)
-    support, queries = _episodes(clips, args.paper_episodes, args.seed)
+    support, rows, owner = _episodes(clips, args.paper_episodes, args.seed)
     e = args.paper_episodes
     labels = torch.arange(5).expand(e, -1)
     sup = support.flatten(1)  # (e, 5)
@@ -248,7 +251,8 @@ def paper_size(args: argparse.Namespace, space: InvarianceSpace, device: torch.d
     reverse_mode = learned.forward_mode_steps == 1
     timed.reset()
     began = time.perf_counter()
-    per_episode_accuracy(timed, store, support, queries, 1, steps=0, chunk=e, batch_size=args.batch_size)
+    per_episode_accuracy(timed, store, support, rows, owner, ChunkVote(clips.index), 1, steps=0, chunk=e,
+                         batch_size=args.batch_size)
     _sync(device)
     score_s = time.perf_counter() - began
 
@@ -268,7 +272,7 @@ def paper_size(args: argparse.Namespace, space: InvarianceSpace, device: torch.d
     per_ep = lambda s: s / e  # noqa: E731
     steps = args.steps
     episode_s = per_ep(forward_mode_steps * dual_step_s + (steps - forward_mode_steps) * reverse_step_s + score_s)
-    query_chunks_per_episode = queries.chunks.shape[1] if queries.chunks.dim() > 1 else 5
+    query_chunks_per_episode = rows.shape[1]
     # Forward-mode pass ≈ 2 forward passes per factor (primal + tangent); scoring: support + query chunks forward.
     episode_flops = (forward_mode_steps * space.dim * 2 * forward_flops + (steps - forward_mode_steps) * step_flops
                      + forward_flops * (5 + query_chunks_per_episode) / 5) / e
@@ -350,8 +354,8 @@ def main() -> None:
           f"{f['episodes']} episodes = {f['episodes_per_s_cached']:.0f}/s cached, "
           f"{f['episodes_per_s_with_cache']:.0f}/s with the cache; encoder share {100 * f['encoder_share']:.0f}%; "
           f"10,000 cached episodes: {f['seconds_for_10000_cached']:.1f} s (goal < 30 s)")
-    print(f"per-benchmark: {b['total_s']:.2f} s ({b['learn_s']:.2f} s learning i on {b['selection_episodes']} "
-          f"training episodes) = {b['episodes_per_s']:.0f} episodes/s; encoder share {100 * b['encoder_share']:.0f}%")
+    print(f"per-benchmark: {b['total_s']:.2f} s ({b['choose_s']:.2f} s choosing among {b['grid_points']} "
+          f"descriptors on {b['selection_episodes']} training episodes) = {b['episodes_per_s']:.0f} episodes/s; encoder share {100 * b['encoder_share']:.0f}%")
     print(f"per-episode  : {p['total_s']:.2f} s for {p['episodes']} episodes ({p['steps']} steps, chunk "
           f"{p['chunk']}) = {p['episodes_per_s']:.2f} episodes/s; encoder share {100 * p['encoder_share']:.0f}%; "
           f"{p['forward_mode_steps_per_chunk']:.1f} forward-mode steps per chunk; 10,000 episodes: "

@@ -3,10 +3,10 @@
 1. Classifiers: 10,000 5-way 1-shot episodes, ridge and logistic, on random but clustered features (a Gaussian
    centre per class plus noise), so the accuracy is neither chance nor perfect and the classifiers do real work.
    Goal: under 20 s on 2 CPU cores for ridge.
-2. Routes (:func:`core.downstream.fewshot_routes.fewshot_routes`) on synthetic:shape images through a conditioned
-   encoder: fixed descriptors and the per-benchmark choice (a feature pass per descriptor, then cached features)
-   on ``--route-episodes`` test episodes, and i learned per episode (an encoder pass per step, batched over
-   episodes) on ``--per-episode-episodes``. Episodes per second by wall clock and by process CPU time (the
+2. Routes (:func:`core.downstream.fewshot.fewshot_routes`) on synthetic:shape images through a conditioned
+   encoder, all on the same ``--route-episodes`` test episodes: fixed descriptors and the per-benchmark choice (a
+   feature pass per descriptor, then cached features), and i learned per episode (an encoder pass per step,
+   batched over episodes). Episodes per second by wall clock and by process CPU time (the
    latter is robust to other processes on a shared machine). The encoder is ``--checkpoint`` or, by default,
    ``vision.pretrain``'s default Hyper-ResNet18 (width 32, generator width 8, 32 px) with its initial weights:
    speed does not depend on training, accuracy does (it is only reported with a checkpoint).
@@ -31,9 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from core.checkpoint import load_encoder  # noqa: E402
-from core.downstream.fewshot import EpisodeSampler, evaluate_episodes  # noqa: E402
-from core.downstream.fewshot_routes import fewshot_routes  # noqa: E402
-from core.downstream.probe import descriptor_grid  # noqa: E402
+from core.downstream.fewshot import EpisodeSampler, FewShotSet, evaluate_episodes, fewshot_routes  # noqa: E402
 from core.invariance import InvarianceSpace  # noqa: E402
 
 
@@ -52,10 +50,9 @@ def run_routes(args: argparse.Namespace) -> dict:
     data = load_task("synthetic:shape", 32, encoder.space, num_train=args.num_train, num_test=args.num_test,
                      seed=args.seed)
     began, cpu = time.perf_counter(), time.process_time()
-    out = fewshot_routes(encoder, data.x_train, data.y_train, data.x_test, data.y_test,
-                         descriptor_grid(encoder.space.dim), n_way=args.n_way, k_shot=args.k_shot,
-                         n_query=args.n_query, episodes=args.route_episodes, selection_episodes=args.selection_episodes,
-                         per_episode_episodes=args.per_episode_episodes, steps=args.steps, lr=args.lr,
+    out = fewshot_routes(encoder, FewShotSet(data.x_test, data.y_test), FewShotSet(data.x_train, data.y_train),
+                         n_way=args.n_way, k_shot=args.k_shot, n_query=args.n_query, episodes=args.route_episodes,
+                         selection_episodes=args.selection_episodes, steps=args.steps, lr=args.lr,
                          chunk=args.episode_chunk, seed=args.seed)
     total_wall, total_cpu = time.perf_counter() - began, time.process_time() - cpu
     return {"encoder": source, "num_train": args.num_train, "num_test": args.num_test, **out,
@@ -81,9 +78,8 @@ def main() -> None:
                         "architecture at its initial weights; accuracy is meaningful only with a checkpoint).")
     parser.add_argument("--num-train", type=int, default=2000, help="synthetic:shape training images (selection).")
     parser.add_argument("--num-test", type=int, default=1000, help="synthetic:shape test images (episodes).")
-    parser.add_argument("--route-episodes", type=int, default=2000, help="Test episodes, fixed/per-benchmark.")
+    parser.add_argument("--route-episodes", type=int, default=50, help="Test episodes, the same for every route.")
     parser.add_argument("--selection-episodes", type=int, default=500, help="Training episodes, per-benchmark.")
-    parser.add_argument("--per-episode-episodes", type=int, default=50, help="Test episodes, per-episode route.")
     parser.add_argument("--steps", type=int, default=20, help="Adam steps on θ per episode.")
     parser.add_argument("--lr", type=float, default=0.1, help="Adam step on θ.")
     parser.add_argument("--episode-chunk", type=int, default=25, help="Episodes learned together.")
@@ -119,22 +115,22 @@ def main() -> None:
         evaluate_episodes(features, labels, num_episodes=50, classifier=classifier, seed=args.seed, **episode)
         began = time.perf_counter()
         result = evaluate_episodes(features, labels, num_episodes=args.num_episodes, classifier=classifier,
-                                   seed=args.seed, chunk=args.chunk, **episode)
+                                   seed=args.seed, block=args.chunk, **episode)
         seconds = time.perf_counter() - began
         result.update(seconds=round(seconds, 3), episodes_per_s=round(args.num_episodes / seconds, 1))
         report["results"][classifier] = result
         print(f"{classifier:>8}: {seconds:6.2f} s for {args.num_episodes} episodes "
-              f"({result['episodes_per_s']:.0f}/s), accuracy {result['mean']:.4f} ± {result['ci95']:.4f}")
+              f"({result['episodes_per_s']:.0f}/s), accuracy {result['accuracy']:.4f} ± {result['ci95']:.4f}")
     if args.routes:
         report["routes"] = run_routes(args)
         routes = report["routes"]["routes"]
         for name in ("per_episode", "per_benchmark"):
             r = routes[name]
-            print(f"{name:>13}: {r['num_episodes']} episodes in {r['wall_time_s']:.1f} s wall, {r['cpu_time_s']:.1f} s "
-                  f"CPU ({r['num_episodes'] / r['cpu_time_s']:.2f} episodes per CPU s), accuracy "
+            print(f"{name:>13}: {r['episodes']} episodes in {r['wall_time_s']:.1f} s wall, {r['cpu_time_s']:.1f} s "
+                  f"CPU ({r['episodes'] / r['cpu_time_s']:.2f} episodes per CPU s), accuracy "
                   f"{r['accuracy']:.4f} ± {r['ci95']:.4f}, i* {r['invariance']}")
         for name, r in routes["fixed"].items():
-            print(f"{'fixed':>13}: {r['num_episodes']} episodes in {r['wall_time_s']:.1f} s wall, "
+            print(f"{'fixed':>13}: {r['episodes']} episodes in {r['wall_time_s']:.1f} s wall, "
                   f"{r['cpu_time_s']:.1f} s CPU, accuracy {r['accuracy']:.4f} at {name}")
     report["environment"]["load_average_1min_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     args.output.parent.mkdir(parents=True, exist_ok=True)

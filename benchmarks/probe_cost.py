@@ -270,9 +270,9 @@ def print_tables(report: dict) -> None:
               f"{'[' + format(c['ci95_low'], '+.4f') + ', ' + format(c['ci95_high'], '+.4f') + ']':>20}  "
               f"{c['within_noise']}")
     f = report["fewshot"]
-    print(f"\nfew-shot: {f['num_episodes']} {f['n_way']}-way {f['k_shot']}-shot episodes ({f['n_query']} queries), "
+    print(f"\nfew-shot: {f['episodes']} {f['n_way']}-way {f['k_shot']}-shot episodes ({f['n_query']} queries), "
           f"ridge: {f['seconds']:.2f} s ({f['episodes_per_s']:.0f}/s; goal < {f['goal_s']:.0f} s), "
-          f"accuracy {f['mean']:.4f} ± {f['ci95']:.4f}; feature extraction {f['extract_features_s']:.1f} s")
+          f"accuracy {f['accuracy']:.4f} ± {f['ci95']:.4f}; feature extraction {f['extract_features_s']:.1f} s")
 
 
 def main() -> None:

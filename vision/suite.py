@@ -13,7 +13,7 @@ Runs every task of :data:`vision.datasets.READERS` whose folder is under ``--dat
   ``k_shots``;
 - few-shot regression (Table 2): for each regression task, ridge readouts on ``lowshot_splits`` seeded subsets
   of each fraction (5 % and 20 % by default) of the training set, with the descriptor chosen per split among
-  the probe's grid (:func:`core.downstream.fewshot_regression.fewshot_regression`).
+  the probe's grid (:func:`core.downstream.fewshot.regression.fewshot_regression`).
 
 A task whose folder is present but unreadable (not the official files, a missing index) is reported as failed,
 with the reason, and the suite goes on. Writes one JSON per run (``<task>.json``, ``<task>_<n>way<k>shot.json``,
@@ -40,7 +40,7 @@ from core import cli
 from core.checkpoint import CheckpointError, load_encoder, load_run_config
 from core.config import StrictModel
 from core.downstream import descriptor_grid, extract_features
-from core.downstream.fewshot_regression import fewshot_regression
+from core.downstream.fewshot.regression import fewshot_regression
 from vision import evaluate
 from vision.datasets import READERS, find_datasets
 from vision.synthetic import TASKS as SYNTHETIC_TASKS
@@ -69,7 +69,8 @@ class SuiteConfig(StrictModel):
                                               "vision.evaluate's).")
     n_way: int = Field(5, ge=2, description="Few-shot classes per episode.")
     k_shots: list[int] = Field([1, 5], description="Few-shot support examples per class (one run each).")
-    episodes: int = Field(2000, ge=1, description="Few-shot test episodes.")
+    episodes: int = Field(2000, ge=1, description="Few-shot test episodes, the same for every route (the paper's "
+                          "2,000; the per-episode route trains i on each, a GPU job at this count).")
     n_query: int = Field(15, ge=1, description="Few-shot queries per class.")
     lowshot_fractions: list[float] = Field([0.05, 0.2], description="Few-shot regression fractions of the training "
                                            "set (the paper's Table 2: 0.05 and 0.2).")

@@ -1,9 +1,8 @@
-"""Few-shot audio evaluation on MetaAudio's sets (SPEC §7): dataset readers, class splits, chunked clips, seeded
-episodes with recording-disjoint queries, the chunk vote, and ``python -m audio.fewshot``
-(:mod:`audio.fewshot.evaluate`)."""
+"""Few-shot audio evaluation on MetaAudio's sets: dataset readers, class splits, decoded clips cut into chunks,
+the chunk-vote hook of the few-shot routes (:mod:`audio.fewshot.vote`), and ``python -m audio.fewshot``
+(:mod:`audio.fewshot.evaluate`). Episodes, classifiers and routes are core's (:mod:`core.downstream.fewshot`)."""
 
 from audio.fewshot.chunks import ChunkIndex, chunk_positions, chunk_waveform, chunks_per_clip
-from audio.fewshot.episodes import AudioEpisodeSampler, ClipEpisodes, QueryChunks, query_chunks, support_chunks
 from audio.fewshot.readers import (
     READERS,
     read_dataset,
@@ -23,17 +22,15 @@ from audio.fewshot.splits import (
 )
 from audio.fewshot.store import DecodedClips, decode_clips
 from audio.fewshot.table import ClipTable
-from audio.fewshot.vote import chunk_vote
+from audio.fewshot.vote import ChunkVote, chunk_vote, query_chunks, support_chunks
 
 __all__ = [
     "METAAUDIO_SPLIT_FILES",
     "READERS",
-    "AudioEpisodeSampler",
     "ChunkIndex",
-    "ClipEpisodes",
+    "ChunkVote",
     "ClipTable",
     "DecodedClips",
-    "QueryChunks",
     "StringArrayUnpickler",
     "UnsafePickleError",
     "chunk_positions",

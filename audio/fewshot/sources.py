@@ -46,7 +46,7 @@ class ChunkStore:
     """The chunks of decoded clips as a lazy ``(M, chunk_samples)`` float tensor for ``core.downstream``.
 
     ``store[rows]`` gathers the chunks' waveforms; ``shape``, ``dim()``, ``is_floating_point()`` and ``device``
-    are those of the tensor it stands for (what :class:`core.downstream.features.ImageSource` needs).
+    are those of the tensor it stands for (what :class:`core.downstream.features.InputRows` needs).
     """
 
     def __init__(self, clips: DecodedClips) -> None:

@@ -1,13 +1,13 @@
-"""Features of a frozen conditioned encoder: freezing it, feeding it images, reading ``(B, D)`` features.
+"""Features of a frozen conditioned encoder: freezing it, feeding it inputs, reading ``(B, D)`` features.
 
-Every downstream evaluation (:mod:`core.downstream.probe`, :mod:`core.downstream.baselines`) reaches the encoder only
-through this
-module, so the rules hold everywhere:
+Every downstream evaluation (probes, baselines, few-shot routes) reaches the encoder only through this module, so
+the rules hold everywhere:
 
 - :func:`frozen` puts the encoder in eval mode (BatchNorm statistics never change, dropout is off) with
   ``requires_grad=False``, and restores both afterwards; gradients still flow *through* it to the descriptor.
-- Images live on any device and reach the encoder's device one batch at a time (:class:`ImageSource`), through
-  an optional deterministic ``transform`` (e.g. uint8 → normalised float); there is no augmentation.
+- Inputs (images ``(N, C, H, W)``, waveforms ``(N, samples)``, or a lazy store that reads rows on access) live on
+  any device and reach the encoder's device one batch at a time (:class:`InputRows`), through an optional
+  deterministic ``transform`` (e.g. uint8 → normalised float); there is no augmentation.
 - The device is the encoder's own: asking for another one is an error rather than a silent move.
 
 The encoder contract: ``encoder(x, invariance) -> (B, D)``, a ``space`` attribute (an
@@ -94,47 +94,46 @@ def descriptor_tensor(space: InvarianceSpace, invariance: DescriptorLike) -> Ten
     return space.descriptor(invariance).tensor()
 
 
-class ImageSource:
-    """Images on any device, delivered to the encoder's device one batch at a time (through ``transform``).
+class InputRows:
+    """Encoder inputs on any device, delivered to the encoder's device one batch at a time (through ``transform``).
 
     Args:
-        images: Float images already normalised, or anything ``transform`` turns into them. Shape: (N, C, H, W)
-            (any ``(N, ...)`` the encoder takes).
+        inputs: A tensor ``(N, ...)`` of what the encoder takes (normalised images ``(N, C, H, W)``, waveforms
+            ``(N, samples)``), or anything ``transform`` turns into it; or a lazy store that behaves like that
+            tensor for indexing (``shape``, ``dim()``, ``is_floating_point()``, ``device`` and
+            ``inputs[rows] -> Tensor``) and reads the rows on access, so a dataset never sits in memory whole.
         transform: Applied to each batch on the device, e.g. uint8 → normalised float.
         device: The encoder's device.
-        name: How error messages call these images (``"x_train"``).
-
-    ``images`` may also be a lazy store that behaves like that tensor for indexing (``shape``, ``dim()``,
-    ``is_floating_point()``, ``device`` and ``images[rows] -> Tensor``), e.g. :class:`vision.datasets.ImageStore`,
-    which decodes the rows from disk on access.
+        name: How error messages call these inputs (``"x_train"``).
 
     Raises:
-        ValueError: If ``images`` is not a tensor with a batch axis, or is not float and has no ``transform``.
+        ValueError: If ``inputs`` is not a tensor or store with a batch axis, or is not float and has no
+            ``transform``.
     """
 
-    def __init__(self, images: Tensor, transform: Transform | None, device: torch.device, name: str) -> None:
-        lazy = not isinstance(images, Tensor) and all(hasattr(images, a) for a in ("shape", "dim", "__getitem__"))
-        if not (isinstance(images, Tensor) or lazy) or images.dim() < 2:
-            raise ValueError(f"{name} must be a tensor (N, C, H, W) (any (N, ...) the encoder takes).")
-        if transform is None and not images.is_floating_point():
-            raise ValueError(f"{name} has dtype {images.dtype}: pass a float tensor or a `transform` that makes one.")
-        self.images, self.transform, self.device, self.name = images, transform, device, name
+    def __init__(self, inputs: Tensor, transform: Transform | None, device: torch.device, name: str) -> None:
+        lazy = not isinstance(inputs, Tensor) and all(hasattr(inputs, a) for a in ("shape", "dim", "__getitem__"))
+        if not (isinstance(inputs, Tensor) or lazy) or inputs.dim() < 2:
+            raise ValueError(f"{name} must be a tensor (N, ...) of encoder inputs, or a store indexed like one.")
+        if transform is None and not inputs.is_floating_point():
+            raise ValueError(f"{name} has dtype {inputs.dtype}: pass a float tensor or a `transform` that makes one.")
+        self.inputs, self.transform, self.device, self.name = inputs, transform, device, name
 
     def __len__(self) -> int:
-        return self.images.shape[0]
+        return self.inputs.shape[0]
 
     def batch(self, rows: Tensor) -> Tensor:
-        """``images[rows]`` on the device, transformed. Shape: (len(rows), C, H, W)."""
-        x = self.images[rows.to(self.images.device)].to(self.device, non_blocking=True)
+        """``inputs[rows]`` on the device, transformed. Shape: (len(rows), ...)."""
+        x = self.inputs[rows.to(self.inputs.device)].to(self.device, non_blocking=True)
         return x if self.transform is None else self.transform(x)
 
 
-def encode(encoder: nn.Module, images: ImageSource, rows: Tensor, invariance: Tensor) -> Tensor:
-    """Encoder features of ``images[rows]``, keeping the graph to ``invariance``.
+def encode(encoder: nn.Module, inputs: InputRows, rows: Tensor, invariance: Tensor) -> Tensor:
+    """Encoder features of ``inputs[rows]``, keeping the graph to ``invariance``.
 
     Args:
         encoder: The (frozen) encoder.
-        images: Where the rows come from.
+        inputs: Where the rows come from.
         rows: Dataset rows. Shape: (B,).
         invariance: One descriptor, shape (A,), or one per dataset row, shape (N, A).
 
@@ -146,33 +145,34 @@ def encode(encoder: nn.Module, images: ImageSource, rows: Tensor, invariance: Te
     """
     if invariance.dim() == 2:  # per sample: this batch's rows
         invariance = invariance[rows.to(invariance.device)]
-    out = encoder(images.batch(rows), invariance)
+    out = encoder(inputs.batch(rows), invariance)
     if out.dim() != 2 or out.shape[0] != rows.numel():
         raise ValueError(f"The encoder must return (B, D) features, got {tuple(out.shape)} for {rows.numel()} inputs.")
     return out
 
 
 @torch.no_grad()
-def encode_all(encoder: nn.Module, images: ImageSource, rows: Tensor, invariance: Tensor, batch_size: int) -> Tensor:
-    """No-grad :func:`encode` of ``images[rows]`` in batches of ``batch_size``. Shape: (len(rows), D)."""
-    return torch.cat([encode(encoder, images, chunk, invariance) for chunk in rows.split(batch_size)])
+def encode_all(encoder: nn.Module, inputs: InputRows, rows: Tensor, invariance: Tensor, batch_size: int) -> Tensor:
+    """No-grad :func:`encode` of ``inputs[rows]`` in batches of ``batch_size``. Shape: (len(rows), D)."""
+    return torch.cat([encode(encoder, inputs, chunk, invariance) for chunk in rows.split(batch_size)])
 
 
 def extract_features(
     encoder: nn.Module,
-    images: Tensor,
+    inputs: Tensor,
     invariance: DescriptorLike,
     batch_size: int = 256,
     device: str | torch.device | None = None,
     transform: Transform | None = None,
 ) -> Tensor:
-    """Features of every image at a descriptor, in eval mode under ``no_grad`` (the encoder's modes are restored).
+    """Features of every input at a descriptor, in eval mode under ``no_grad`` (the encoder's modes are restored).
 
     Args:
         encoder: ``encoder(x, invariance) -> (B, D)``, with a ``space`` attribute.
-        images: Float images already normalised, or anything ``transform`` turns into them. Shape: (N, C, H, W).
-        invariance: One descriptor for all images, shape (A,), or one per image, shape (N, A).
-        batch_size: Images per forward pass.
+        inputs: What the encoder takes (normalised images, waveforms, a lazy store), or anything ``transform``
+            turns into it. Shape: (N, ...).
+        invariance: One descriptor for all inputs, shape (A,), or one per input, shape (N, A).
+        batch_size: Inputs per forward pass.
         device: Where to compute; must be the encoder's device (default: the encoder's device).
         transform: Applied to each batch on the device, e.g. uint8 → normalised float.
 
@@ -180,15 +180,15 @@ def extract_features(
         Features on ``device``. Shape: (N, D).
 
     Raises:
-        ValueError: On a bad descriptor, images, batch size or device.
+        ValueError: On a bad descriptor, inputs, batch size or device.
     """
     device = resolve_device(encoder, device)
     space = encoder_space(encoder)
-    source = ImageSource(images, transform, device, "images")
+    source = InputRows(inputs, transform, device, "inputs")
     if isinstance(invariance, Tensor) and invariance.dim() == 2:
         descriptor = space.validate(invariance.detach().float()).to(device)
         if descriptor.shape[0] != len(source):
-            raise ValueError(f"extract_features: {descriptor.shape[0]} descriptors for {len(source)} images.")
+            raise ValueError(f"extract_features: {descriptor.shape[0]} descriptors for {len(source)} inputs.")
     else:
         descriptor = descriptor_tensor(space, invariance).to(device)
     if int(batch_size) < 1:
@@ -199,7 +199,7 @@ def extract_features(
 
 __all__ = [
     "DescriptorLike",
-    "ImageSource",
+    "InputRows",
     "Transform",
     "descriptor_tensor",
     "encode",

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.downstream.features import ImageSource, Transform, encode_all, encoder_space, resolve_device
+from core.downstream.features import InputRows, Transform, encode_all, encoder_space, resolve_device
 from core.downstream.metrics import compute_metric
 from core.invariance import InvarianceSpace
 
@@ -169,8 +169,8 @@ class ProbeSetup:
     num_classes: int | None
     device: torch.device
     space: InvarianceSpace
-    train_images: ImageSource
-    test_images: ImageSource
+    train_images: InputRows
+    test_images: InputRows
     y_train: Tensor  # original scale: labels (N,) or targets (N, K), on device
     y_test: Tensor
     y_fit: Tensor  # what the loss sees: labels, or standardised targets
@@ -226,8 +226,8 @@ def build_setup(encoder: nn.Module, x_train: Tensor, y_train: Tensor, x_test: Te
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     device = resolve_device(encoder, device)
     space = encoder_space(encoder)
-    train_images = ImageSource(x_train, transform, device, "x_train")
-    test_images = ImageSource(x_test, transform, device, "x_test")
+    train_images = InputRows(x_train, transform, device, "x_train")
+    test_images = InputRows(x_test, transform, device, "x_test")
     y_train, y_test = torch.as_tensor(y_train).to(device), torch.as_tensor(y_test).to(device)
     for name, y, n in (("y_train", y_train, len(train_images)), ("y_test", y_test, len(test_images))):
         if n == 0:

@@ -19,7 +19,8 @@ from vision.pretrain import DataConfig, evaluate_hint
 def evaluate_args(run_dir: Path, task: str, mode: str, **extra: str) -> evaluate.EvaluateConfig:
     argv = ["--checkpoint", str(run_dir), "--task", task, "--mode", mode, "--output", str(run_dir / f"{mode}.json"),
             "--num_train", "120", "--num_test", "60", "--epochs", "2", "--refine_epochs", "1", "--episodes", "50",
-            "--batch_size", "64", "--lrs", "[0.01]", "--weight_decays", "[0.0]", "--n_query", "3"]
+            "--batch_size", "64", "--lrs", "[0.01]", "--weight_decays", "[0.0]", "--n_query", "3",
+            "--per_episode_steps", "2"]
     for key, value in extra.items():
         argv += [f"--{key}", value]
     return load(evaluate.EvaluateConfig, argv)
@@ -62,7 +63,10 @@ def test_baseline_and_fewshot_modes(run_dir: Path, mode: str) -> None:
         assert report["bound"]["num_descriptors"] == 1
         assert report["bound"]["bound"] == pytest.approx(report["bound"]["linear_readout"]["bound"])
     if mode == "fewshot":
-        assert report["episodes"]["num_episodes"] == 50 and len(report["selection"]) == 5  # 4 corners + centre
+        assert report["protocol"]["episodes"] == 50 and report["route"] == "per_episode"
+        assert len(report["routes"]["per_benchmark"]["selection"]) == 5  # 4 corners + centre
+        assert report["score"] == report["routes"]["per_episode"]["accuracy"]
+        assert set(report["routes"]["fixed"]) == {"all", "none"}
 
 
 def test_evaluate_errors(run_dir: Path) -> None:

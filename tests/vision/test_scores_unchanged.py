@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from core.downstream.baselines import linear_probe
-from core.downstream.fewshot_routes import fewshot_routes
+from core.downstream.fewshot import FewShotSet, fewshot_routes
 from core.downstream.probe import descriptor_grid, grid_refine_probe, invariance_probe
 from core.invariance import InvarianceSpace
 from vision.hyper_resnet import hyper_resnet18
@@ -61,9 +61,10 @@ def test_probe_scores_unchanged(encoder: torch.nn.Module, task: str) -> None:
 
 def test_fewshot_routes_unchanged(encoder: torch.nn.Module) -> None:
     d = load_task("synthetic:color", 16, encoder.space, num_train=160, num_test=80, seed=0)
-    out = fewshot_routes(encoder, d.x_train, d.y_train, d.x_test, d.y_test, descriptor_grid(2), n_way=5, k_shot=1,
-                         n_query=3, episodes=6, selection_episodes=10, per_episode_episodes=6, steps=3,
-                         batch_size=64, seed=0)
+    grid = descriptor_grid(2)
+    out = fewshot_routes(encoder, FewShotSet(d.x_test, d.y_test), FewShotSet(d.x_train, d.y_train),
+                         fixed={str(i): point for i, point in enumerate(grid)}, candidates=grid, n_way=5, k_shot=1,
+                         n_query=3, episodes=6, selection_episodes=10, steps=3, batch_size=64, seed=0)
     routes = out["routes"]
     assert routes["per_episode"]["accuracy"] == pytest.approx(FEWSHOT["per_episode"][0], abs=1e-6)
     assert list(routes["per_episode"]["invariance"].values()) == pytest.approx(FEWSHOT["per_episode"][1], abs=1e-5)

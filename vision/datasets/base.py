@@ -5,7 +5,7 @@ array, one target per image, optionally one crop box per image) and a :class:`Da
 its metric and the protocol it followed. Nothing is decoded while parsing.
 
 :class:`ImageStore` is how a probe sees a split: it behaves like the float tensor ``(N, 3, S, S)`` that
-:class:`core.downstream.features.ImageSource` indexes, but decodes the requested rows from disk (threads in
+:class:`core.downstream.features.InputRows` indexes, but decodes the requested rows from disk (threads in
 parallel), prepares them at the encoder's resolution ``S`` and normalises them. Prepared uint8 images are kept in a
 cache only while the whole split fits in ``cache_bytes`` (default 4 GiB); a larger split (CelebA at 224 px is
 about 24 GB) is decoded again on every access instead of being held in memory.

@@ -1,5 +1,6 @@
-"""Routes and ``python -m audio.fewshot``: a planted descriptor recovered per episode, the chunk-voted accuracy,
-and end-to-end reports on synthetic audio (plain encoder) and on a fake ESC-50 tree (Hyper-ResNet)."""
+"""``python -m audio.fewshot`` on core's routes: a planted descriptor recovered per episode through the chunk vote,
+and end-to-end reports on synthetic audio (plain encoder) and on a fake ESC-50 tree (Hyper-ResNet), in the few-shot
+schema the vision reports share."""
 
 import csv
 import json
@@ -9,19 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from audio.fewshot import (
-    AudioEpisodeSampler,
-    ChunkIndex,
-    ClipTable,
-    DecodedClips,
-    load_splits,
-    query_chunks,
-    support_chunks,
-)
-from audio.fewshot.evaluate import FewShotConfig, main, parse_descriptors
-from audio.fewshot.routes import fixed_route_accuracy, per_episode_accuracy, vote_accuracy
+from audio.fewshot import ChunkIndex, ChunkVote, ClipTable, DecodedClips, load_splits
+from audio.fewshot.evaluate import FewShotConfig, main
 from audio.fewshot.sources import ChunkStore
 from core.checkpoint import save_encoder
+from core.downstream.fewshot import EpisodeSampler, features_accuracy, per_episode_accuracy
 from core.invariance import InvarianceSpace
 
 SPACE = InvarianceSpace.from_name("audio")
@@ -56,35 +49,19 @@ def _planted_clips(num_classes: int = 6, per_class: int = 8, seed: int = 0) -> D
 def test_per_episode_route_recovers_planted_descriptor(device):
     clips = _planted_clips()
     encoder = Planted().to(device)
-    sampler = AudioEpisodeSampler(clips.table.labels(), n_way=3, k_shot=2, n_query=2, seed=0)
-    ep = sampler.sample(30)
-    support = support_chunks(ep.support, clips.index, torch.Generator().manual_seed(0))
-    queries = query_chunks(ep.query, clips.index)
-    acc, inv, info = per_episode_accuracy(encoder, ChunkStore(clips), support, queries, 2, steps=15, lr=0.2,
-                                          chunk=10)
+    ep = EpisodeSampler(clips.table.labels(), n_way=3, k_shot=2, n_query=2, seed=0).sample(30)
+    hook = ChunkVote(clips.index)
+    support = hook.support_inputs(ep.support, torch.Generator().manual_seed(0))
+    rows, owner = hook.query_inputs(ep.query)
+    acc, inv, info = per_episode_accuracy(encoder, ChunkStore(clips), support, rows, owner, hook, 2, steps=15,
+                                          lr=0.2, chunk=10)
     assert info["objective"] == "loo" and inv.shape == (30, SPACE.dim)
     assert float(inv[:, 0].mean()) < 0.25  # the planted factor is switched off in every episode ...
     assert torch.allclose(inv[:, 1:], torch.full_like(inv[:, 1:], 0.5))  # ... the others carry no signal
     all_on = encoder(torch.from_numpy(np.asarray(clips.waves)).view(-1, 8).to(device), torch.ones(SPACE.dim,
                                                                                             device=device))
-    fixed = fixed_route_accuracy(all_on, support, queries, 2)
+    fixed = features_accuracy(all_on, support, rows, owner, 2, scoring=hook)
     assert float(acc.mean()) > float(fixed.mean()) + 0.2
-
-
-def test_vote_accuracy_ignores_padding():
-    # One episode, 2 ways x 1 query: query 0 has chunks voting 0, 0, 1; query 1 one chunk voting 1; one pad row.
-    logits = torch.tensor([[[2.0, 0.0], [1.0, 0.0], [0.0, 3.0], [0.0, 1.0], [9.0, 0.0]]])
-    owner = torch.tensor([[0, 0, 0, 1, -1]])
-    assert vote_accuracy(logits, owner, n_way=2, n_query=1).tolist() == [1.0]
-    owner_wrong = torch.tensor([[0, 0, 0, 1, 1]])  # the pad row counted: query 1 ties and its sum says class 0
-    assert vote_accuracy(logits, owner_wrong, n_way=2, n_query=1).tolist() == [0.5]
-
-
-def test_parse_descriptors():
-    points = parse_descriptors("all; pitch_shift=0,fade=1", SPACE)
-    assert points[0].tolist() == [1.0] * 7 and points[1].tolist() == [0, 1, 0, 0, 0, 0, 0]
-    with pytest.raises(ValueError, match="name=value"):
-        parse_descriptors("pitch_shift", SPACE)
 
 
 def _checkpoint(folder, name: str) -> str:
@@ -98,29 +75,35 @@ def _checkpoint(folder, name: str) -> str:
     return str(folder)
 
 
-_FAST = {"episodes": 20, "per_episode_episodes": 4, "selection_episodes": 4, "steps": 1, "chunk": 4}
+_FAST = {"episodes": 6, "selection_episodes": 4, "steps": 1, "chunk": 4, "progress": False}
+SCHEMA = {"task", "protocol", "routes", "paired", "classes", "provenance"}
 
 
 def _check_report(report: dict, path) -> None:
-    assert json.loads(path.read_text())["dataset"] == report["dataset"]
-    for route in (report["routes"]["per_episode"], *report["routes"]["per_benchmark"].values(),
-                  *[e for d in report["routes"]["fixed"].values() for e in d.values()]):
-        assert 0.0 <= route["accuracy"] <= 1.0 and route["ci95"] >= 0.0
+    saved = json.loads(path.read_text())
+    assert SCHEMA <= set(saved) and saved["task"] == report["task"]
+    assert saved["provenance"]["command"] and "environment" in saved["provenance"]
+    routes = report["routes"]
+    for route in (routes["per_episode"], routes["per_benchmark"], *routes["fixed"].values()):
+        assert 0.0 <= route["accuracy"] <= 1.0 and route["ci95"] >= 0.0 and route["episodes"] == 6
         assert set(route["invariance"]) == set(SPACE.names)
-    assert report["routes"]["per_episode"]["num_episodes"] == 4
-    assert set(report["wall_time_s"]) >= {"decode", "fixed", "per_benchmark", "per_episode"}
+    assert report["protocol"]["episodes"] == 6 and report["protocol"]["n_query"] == 1
+    assert report["paired"]["per_episode - fixed:all"]["episodes"] == 6
+    assert set(report["wall_time_s"]) == {"load_encoder", "decode", "routes"}
 
 
 def test_end_to_end_synthetic_plain_encoder(tmp_path, capsys):
     run = _checkpoint(tmp_path / "run", "resnet18")
     cfg = FewShotConfig(checkpoint=run, output=str(tmp_path / "syn.json"), synthetic_size=40,
-                        synthetic_seconds=0.25, invariance="all;pitch_shift=0,fade=1", **_FAST)
+                        synthetic_seconds=0.25, fixed="all;pitch_shift=0,fade=1", **_FAST)
     report = main(cfg)
     _check_report(report, tmp_path / "syn.json")
-    assert report["dataset"] == "synthetic" and len(report["routes"]["fixed"]) == 2
-    fixed = [d["ridge"]["accuracy"] for d in report["routes"]["fixed"].values()]
+    assert report["task"] == "synthetic:timbre" and set(report["routes"]["fixed"]) == {"all", "pitch_shift=0,fade=1"}
+    fixed = [r["accuracy"] for r in report["routes"]["fixed"].values()]
     assert fixed[0] == fixed[1]  # a plain encoder ignores its descriptor
-    assert capsys.readouterr().out.startswith("synthetic | [")
+    assert report["routes"]["per_episode"]["encoder_ignores_descriptor"] is True
+    assert report["routes"]["per_episode"]["accuracy"] == fixed[0]  # ... so every route reads the same features
+    assert capsys.readouterr().out.startswith("synthetic:timbre | i* [")
 
 
 def test_end_to_end_fake_esc50(tmp_path, write_wav):
@@ -133,14 +116,16 @@ def test_end_to_end_fake_esc50(tmp_path, write_wav):
             fname = f"1-{c}-{take}-{c}.wav"
             write_wav(root / "audio" / fname, 1600, seed=2 * c + (take == "B"))  # 0.1 s, tiled to one 5-s chunk
             rows.append([fname, "1", str(c), name, "False", str(c), take])
-    with open(root / "meta" / "esc50.csv", "w", newline="") if (root / "meta").mkdir() is None else None as fh:
+    (root / "meta").mkdir()
+    with open(root / "meta" / "esc50.csv", "w", newline="") as fh:
         csv.writer(fh).writerows([["filename", "fold", "target", "category", "esc10", "src_file", "take"], *rows])
     run = _checkpoint(tmp_path / "run", "hyper_resnet18")
-    cfg = FewShotConfig(checkpoint=run, dataset="esc50", data_root=str(root), output=str(tmp_path / "esc.json"),
-                        train_clips_per_class=2, classifiers="ridge,logistic,nearest_centroid", **_FAST)
-    report = main(cfg)
-    _check_report(report, tmp_path / "esc.json")
-    assert report["split"] == {"source": "ESC_paper_splits.npy", "train": 35, "val": 5, "test": 10}
-    assert report["protocol"]["test_classes"] == 10 and report["protocol"]["test_clips"] == 20
-    assert report["protocol"]["chunk_seconds"] == 5.0 and report["dropped_classes"] == {}
-    assert set(next(iter(report["routes"]["fixed"].values()))) == {"ridge", "logistic", "nearest_centroid"}
+    for classifier in ("ridge", "logistic", "nearest_centroid"):
+        cfg = FewShotConfig(checkpoint=run, dataset="esc50", data_root=str(root), output=str(tmp_path / "esc.json"),
+                            train_clips_per_class=2, classifier=classifier, **_FAST)
+        report = main(cfg)
+        _check_report(report, tmp_path / "esc.json")
+        assert report["protocol"]["classifier"] == classifier
+    assert report["dataset"]["split"] == {"source": "ESC_paper_splits.npy", "train": 35, "val": 5, "test": 10}
+    assert report["classes"] == {"kept": 10, "dropped": {}} and report["dataset"]["test_clips"] == 20
+    assert report["protocol"]["chunk_seconds"] == 5.0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from audio.fewshot import ChunkIndex, chunk_vote, chunk_waveform
+from audio.fewshot import ChunkIndex, ChunkVote, chunk_vote, chunk_waveform, query_chunks, support_chunks
 from core.downstream.fewshot import confidence_interval
 
 
@@ -75,3 +75,26 @@ def test_confidence_interval_formula():
     mean, ci = confidence_interval(acc)
     assert mean == pytest.approx(0.52)
     assert ci == pytest.approx(1.96 * np.std(acc) / math.sqrt(5))  # population std, as MetaAudio's EVAL
+
+
+def test_support_chunks_and_query_chunk_table():
+    index = ChunkIndex(torch.tensor([10, 25, 5, 31]), chunk_samples=10)  # chunks per clip: 1, 3, 1, 4
+    assert index.counts.tolist() == [1, 3, 1, 4] and index.first.tolist() == [0, 1, 4, 5]
+    support = torch.tensor([[[1], [3]]]).expand(4000, -1, -1)  # (E, n_way=2, k=1)
+    chunks = support_chunks(support, index, torch.Generator().manual_seed(0))
+    assert set(chunks[:, 0, 0].tolist()) == {1, 2, 3} and set(chunks[:, 1, 0].tolist()) == {5, 6, 7, 8}
+    assert index.clip[chunks].eq(support).all()
+    query = torch.tensor([[[0], [3]], [[2], [1]]])  # (E=2, n_way=2, q=1)
+    rows, owner = query_chunks(query, index)
+    assert rows.tolist() == [[0, 5, 6, 7, 8], [4, 1, 2, 3, 0]]
+    assert owner.tolist() == [[0, 1, 1, 1, 1], [0, 1, 1, 1, -1]]
+
+
+def test_chunk_vote_hook_ignores_padding(device):
+    # One episode, 2 ways x 1 query: query 0 has chunks voting 0, 0, 1; query 1 one chunk voting 1; one pad row.
+    hook = ChunkVote(ChunkIndex(torch.tensor([3, 1]), 1))
+    logits = torch.tensor([[[2.0, 0.0], [1.0, 0.0], [0.0, 3.0], [0.0, 1.0], [9.0, 0.0]]], device=device)
+    owner = torch.tensor([[0, 0, 0, 1, -1]], device=device)
+    assert hook.predict(logits, owner, 2).tolist() == [[0, 1]]
+    owner_wrong = torch.tensor([[0, 0, 0, 1, 1]], device=device)  # the pad row counted: query 1 ties, sum says 0
+    assert hook.predict(logits, owner_wrong, 2).tolist() == [[0, 0]]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.downstream.fewshot_regression import fewshot_regression, loo_r2, lowshot_splits
+from core.downstream.fewshot.regression import fewshot_regression, loo_r2, lowshot_splits
 
 
 def test_lowshot_splits_are_seeded_sized_and_prefix_stable():

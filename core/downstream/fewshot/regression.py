@@ -5,13 +5,14 @@ The paper's Tables 2 and 5 ([0], §5 and A.2) repeatedly sample a small fraction
 splits with a normal 95 % interval. Here each of ``num_splits`` seeded subsets (:func:`lowshot_splits`) gets:
 
 1. for every candidate descriptor (features precomputed at each point of a grid) and every ridge penalty, the
-   leave-one-out R² of a ridge readout on the subset alone (closed form, one eigendecomposition per descriptor);
+   leave-one-out R² of a ridge readout on the subset alone (closed form, :mod:`core.downstream.ridge`);
 2. the (descriptor, penalty) with the best leave-one-out R² — the descriptor is learned per split from its own
    few examples, as the paper learns it per episode — refitted on the whole subset;
 3. R² of that readout on the whole test set (never used for a choice).
 
-Reported per fraction: mean R², the half-width ``1.96·std/√splits`` (:func:`~core.downstream.fewshot.
-confidence_interval`), every split's score, and the selected descriptor averaged over splits (Table 15's i*).
+Reported per fraction: mean R², the half-width ``1.96·std/√splits``
+(:func:`~core.downstream.fewshot.scoring.confidence_interval`), every split's score, and the selected descriptor
+averaged over splits (Table 15's i*).
 
 References:
     - [0] Amortised Invariance Learning for Contrastive Self-Supervision, 2023, https://arxiv.org/abs/2302.12712
@@ -26,9 +27,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from core.downstream.fewshot import confidence_interval
+from core.downstream.fewshot.scoring import confidence_interval
 from core.downstream.metrics import r2_score
-from core.downstream.ridge import RIDGE_LAMS, ridge_path
+from core.downstream.ridge import RIDGE_LAMS, loo_residuals, relative_penalty, ridge_path
 
 #: The paper's low-shot fractions of the training set.
 FEWSHOT_FRACTIONS = (0.05, 0.1, 0.2)
@@ -72,11 +73,10 @@ def lowshot_splits(n: int, fraction: float, num_splits: int = NUM_SPLITS, seed: 
 
 
 def loo_r2(features: Tensor, targets: Tensor, lams: Sequence[float]) -> Tensor:
-    """Leave-one-out R² of ridge readouts (unpenalised intercept, :func:`~core.downstream.ridge.ridge_path`'s penalty).
+    """Leave-one-out R² of ridge readouts (unpenalised intercept, :func:`~core.downstream.ridge.ridge_path`'s
+    relative penalty), from the closed-form residuals of :func:`~core.downstream.ridge.loo_residuals`.
 
-    With centred features ``Xc``, the kernel ``K = Xc Xcᵀ = U diag(s) Uᵀ`` and the penalty ``λ = lam · tr(K)/D``,
-    the hat matrix is ``H = U diag(s / (s + λ)) Uᵀ + 11ᵀ/n``; the leave-one-out residual of row ``i`` is
-    ``(y_i - ŷ_i) / (1 - H_ii)``. R² is ``1 - Σ r² / Σ (y - ȳ)²`` per output, averaged over outputs.
+    R² is ``1 - Σ r² / Σ (y - ȳ)²`` per output (0 for a constant output), averaged over outputs.
 
     Args:
         features: Shape: (n, D).
@@ -87,25 +87,13 @@ def loo_r2(features: Tensor, targets: Tensor, lams: Sequence[float]) -> Tensor:
         One leave-one-out R² per penalty. Shape: (len(lams),), float64.
     """
     x, y = features.double(), targets.double().reshape(len(targets), -1)
-    n, d = x.shape
-    xc, yc = x - x.mean(dim=0), y - y.mean(dim=0)
-    kernel = xc @ xc.T  # (n, n)
-    evals, evecs = torch.linalg.eigh(kernel)
-    evals = evals.clamp_min(0)
-    scale = float(evals.sum()) / d or 1.0
-    proj = evecs.T @ yc  # (n, K)
-    ss_tot = yc.square().sum(dim=0)  # (K,)
-    out = []
-    for lam in lams:
-        shrink = evals / (evals + lam * scale)  # (n,)
-        fitted = evecs @ (shrink.unsqueeze(1) * proj)  # (n, K) centred predictions
-        leverage = (evecs.square() * shrink).sum(dim=1) + 1.0 / n  # (n,) diagonal of H
-        residual = (yc - fitted) / (1 - leverage).clamp_min(1e-12).unsqueeze(1)
-        safe = ss_tot > 0
-        per_output = torch.where(safe, 1 - residual.square().sum(dim=0) / torch.where(safe, ss_tot, 1.0),
-                                 torch.zeros_like(ss_tot))
-        out.append(per_output.mean())
-    return torch.stack(out)
+    penalties = torch.tensor(list(lams), dtype=torch.float64, device=x.device) * relative_penalty(x)  # (L,)
+    residual = loo_residuals(x, y, penalties)  # (L, n, K)
+    ss_tot = (y - y.mean(dim=0)).square().sum(dim=0)  # (K,)
+    safe = ss_tot > 0
+    per_output = torch.where(safe, 1 - residual.square().sum(dim=1) / torch.where(safe, ss_tot, 1.0),
+                             torch.zeros_like(ss_tot))  # (L, K)
+    return per_output.mean(dim=1)
 
 
 @dataclass

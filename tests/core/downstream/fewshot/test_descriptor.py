@@ -4,14 +4,17 @@ import pytest
 import torch
 from torch import nn
 
-from core.downstream.episode_invariance import (
+from core.downstream.fewshot import (
+    EpisodeSampler,
+    OneInputPerExample,
     episode_logits,
+    features_accuracy,
     learn_episode_invariance,
     loo_ridge_loss,
-    per_episode_route,
+    per_episode_accuracy,
+    ridge_classifier,
     ridge_fit_loss,
 )
-from core.downstream.fewshot import EpisodeSampler, features_episode_accuracy, ridge_classifier
 from tests.core.downstream.probe_fixtures import SPACE, PlantedEncoder, image_data, planted_data, tiny_resnet, tiny_vit
 
 
@@ -69,8 +72,14 @@ def test_loo_keeps_a_gradient_where_the_fitted_head_interpolates(device):
 
 def _planted_episodes(k_shot, seed=0, episodes=12, n_way=4):
     x, y = planted_data(400, seed, num_classes=6, test=True)
-    support, query = EpisodeSampler(y, n_way, k_shot, 5, seed=seed).sample(episodes)
-    return x, support, query
+    ep = EpisodeSampler(y, n_way, k_shot, 5, seed=seed).sample(episodes)
+    return x, ep.support, ep.query
+
+
+def per_episode_route(encoder, x, support, query, **kwargs):
+    """The per-episode route with one input per example (images)."""
+    rows, owner = OneInputPerExample().query_inputs(query)
+    return per_episode_accuracy(encoder, x, support, rows, owner, OneInputPerExample(), query.shape[2], **kwargs)
 
 
 @pytest.mark.parametrize("answer,objective", [(1, "auto"), (0, "auto"), (1, "fit")])
@@ -130,8 +139,8 @@ def test_batched_episodes_equal_one_at_a_time(device, make):
     """
     encoder = make().to(device)
     x, y = image_data(80, seed=3)
-    support, query = EpisodeSampler(y, 2, 2, 3, seed=1).sample(4)
-    sup, qry = support.flatten(1), query.flatten(1)  # (4, 4), (4, 6)
+    ep = EpisodeSampler(y, 2, 2, 3, seed=1).sample(4)
+    sup, qry = ep.support.flatten(1), ep.query.flatten(1)  # (4, 4), (4, 6)
     labels = torch.tensor([0, 0, 1, 1]).expand(4, -1)
     kwargs = {"steps": 4, "lr": 0.2, "lam": 0.5}
     together = learn_episode_invariance(encoder, x.to(device), sup, labels, 2, **kwargs)
@@ -159,7 +168,8 @@ def test_per_episode_route_chunks_change_nothing_and_fixed_steps_zero_is_ridge(d
     # No steps: the route is the ridge classifier at i = 0.5 on cached features.
     acc, invariance, _ = per_episode_route(encoder, x.to(device), support, query, steps=0)
     features = encoder(x.to(device), torch.full((2,), 0.5, device=device))
-    torch.testing.assert_close(acc, features_episode_accuracy(features, support, query))
+    rows, owner = OneInputPerExample().query_inputs(query)
+    torch.testing.assert_close(acc, features_accuracy(features, support, rows, owner, query.shape[2]))
     assert torch.equal(invariance, torch.full((6, 2), 0.5))
 
 
@@ -171,7 +181,7 @@ def test_an_encoder_that_ignores_its_descriptor_keeps_i_at_the_start(device):
     encoder = HyperResNet(SPACE, depth=18, width=4, stem_kernel_size=3, stem_stride=1, stem_pool=False,
                           conditioned=False).to(device)
     x, y = image_data(40, seed=5)
-    support, _ = EpisodeSampler(y, 2, 2, 1, seed=0).sample(3)
+    support = EpisodeSampler(y, 2, 2, 1, seed=0).sample(3).support
     labels = torch.tensor([0, 0, 1, 1]).expand(3, -1)
     learned = learn_episode_invariance(encoder, x.to(device), support.flatten(1), labels, 2, steps=3, lr=0.2)
     torch.testing.assert_close(learned.invariance, torch.full((3, 2), 0.5, device=device))
