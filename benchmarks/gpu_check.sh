@@ -201,7 +201,7 @@ fi
 export -f device_tests
 step pytest 240 bash -c 'set -euo pipefail; device_tests'
 
-# Then the performance numbers: the paper-width vision step, the audio step, the per-episode route.
+# Then the headline performance numbers: the paper-width vision step, the audio step, the per-episode route.
 step paper_width_vision 240 "$PYTHON" benchmarks/paper_width_step.py --device "$DEVICE" ${QUICK[@]+"${QUICK[@]}"} \
     --output "$OUT_DIR/paper_width_step.json"
 step paper_width_audio 150 "$PYTHON" benchmarks/paper_width_step.py --modality audio --device "$DEVICE" \
