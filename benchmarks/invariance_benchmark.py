@@ -208,6 +208,7 @@ def run_job(args: argparse.Namespace, r: Recipe, seed: int) -> dict:
     result = {"key": key, "recipe": r.name, "seed": seed, "command": "python " + shlex.join(command[1:]),
               "parameters": sum(p.numel() for p in encoder.parameters()),
               "metrics": {t: d.metric for t, d in tasks.items()}, "scores": scores, "measured": measured,
+              "inputs": input_rule(args.num_train, args.num_test, args.test_pool),
               "convergence": reporting.convergence(steps, losses), "timings_s": timings}
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1) + "\n")
@@ -295,6 +296,13 @@ def from_json(args: argparse.Namespace, argv: list[str] | None) -> dict:
     return report
 
 
+def shared_inputs(results: dict[str, dict[int, dict]]) -> dict | None:
+    """The inputs rule every evaluation recorded, or None when one did not record it (an evaluation from before
+    per-seed test draws, which ``--report-only`` reuses as it is) or they differ."""
+    rules = [r.get("inputs") for seeds in results.values() for r in seeds.values()]
+    return rules[0] if rules and rules[0] and all(rule == rules[0] for rule in rules) else None
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.from_json:
@@ -316,7 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": "python " + shlex.join(["benchmarks/invariance_benchmark.py", *(argv or sys.argv[1:])]),
         "git_commit": _commit(),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "recipes"}
-        | {"seeds_run": seeds_run, "inputs": input_rule(args.num_train, args.num_test, args.test_pool)},
+        | {"seeds_run": seeds_run, "inputs": shared_inputs(results)},
         "environment": {"torch": torch.__version__, "cpu_count": os.cpu_count(), "machine": platform.machine(),
                         "load_average": os.getloadavg()},
         "encoders": {r.name: {"role": r.role, "description": r.description, "conditioned": r.conditioned,

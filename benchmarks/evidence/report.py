@@ -197,8 +197,8 @@ def _inputs(report: Mapping[str, Any]) -> str:
     if rule:
         return (f"Inputs (stream seed {rule['stream_seed']}): training {rule['train']}; test: {rule['test_draw']}, "
                 f"from pool items {rule['test_pool_items']}; intervals over seeds include test-sampling noise.")
-    return ("Inputs: the same training and test inputs for every seed (a run without per-seed test draws); "
-            "intervals over seeds omit test-sampling noise.")
+    return ("Inputs: the evaluations record no per-seed test draw (a run before them, or mixed rules): the same "
+            "training and test inputs for every seed, so intervals over seeds omit test-sampling noise.")
 
 
 def markdown(modality: str, report: Mapping[str, Any]) -> str:

@@ -150,3 +150,13 @@ def test_report_from_a_results_json_alone(tmp_path: Path) -> None:
     markdown = (tmp_path / "out" / "invariance_audio.md").read_text()
     assert "| timbre | vs plain default |" in markdown and "better" in markdown
     assert (tmp_path / "out" / "invariance_audio_scores.png").stat().st_size > 0
+
+
+def test_the_inputs_rule_is_reported_only_when_every_evaluation_recorded_it() -> None:
+    from benchmarks.evidence.tasks import input_rule
+    from benchmarks.invariance_benchmark import shared_inputs
+
+    rule = input_rule(600, 300, 1200)
+    assert rule["test_pool"] == 1200 and rule["test_pool_items"] == "600..1799"
+    assert shared_inputs({"a": {0: {"inputs": rule}, 1: {"inputs": rule}}}) == rule
+    assert shared_inputs({"a": {0: {"inputs": rule}}, "b": {0: {}}}) is None  # an evaluation from before the draws
