@@ -52,6 +52,7 @@ from torch.utils.data import DataLoader, default_collate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from benchmarks.pretrain_throughput_report import compare_end_to_end, goal_of, print_tables  # noqa: E402
 from core import cli  # noqa: E402
 from core.invariance import InvarianceSpace  # noqa: E402
 from core.pretrain.engine import _worker_init, autocast_dtype, build_optimizer  # noqa: E402
@@ -288,45 +289,6 @@ def end_to_end_row(args: argparse.Namespace, name: str, num_workers: int, runs_d
     }
 
 
-def print_tables(report: dict) -> None:
-    if "augmentation" in report:
-        print_augmentation(report)
-    if "model" in report:
-        print_model(report)
-    if "end_to_end" in report:
-        print_end_to_end(report)
-
-
-def print_augmentation(report: dict) -> None:
-    print("\n(a) augmentation only (no model)")
-    print(f"{'workers':>8}{'threads':>8}{'views/s':>10}{'steady':>10}{'epoch start s':>22}")
-    for row in report["augmentation"]["rows"]:
-        starts = ", ".join(f"{t:.2f}" for t in row["epoch_start_s"])
-        print(f"{row['num_workers']:>8}{row['main_threads']:>8}{row['views_per_s']:>10.0f}"
-              f"{row['steady_views_per_s'] or 0:>10.0f}{starts:>22}")
-
-
-def print_model(report: dict) -> None:
-    print("\n(b) model only (pre-made batches)")
-    print(f"{'model':<22}{'params M':>10}{'step s':>9}{'img/s':>8}{'views/s':>9}{'vs plain':>10}")
-    for name, row in report["model"]["rows"].items():
-        print(f"{name:<22}{row['params'] / 1e6:>10.2f}{row['median_step_s']:>9.3f}{row['images_per_s']:>8.1f}"
-              f"{row['views_per_s']:>9.1f}{row['time_ratio_vs_plain']:>9.2f}x")
-
-
-def print_end_to_end(report: dict) -> None:
-    print("\n(c) end to end (vision.pretrain.main)")
-    print(f"{'model':<22}{'workers':>8}{'img/s':>8}{'data share':>12}{'excl ep.':>10}{'max wait s':>11}"
-          f"{'vs plain':>10}{'vs model':>10}")
-    for row in report["end_to_end"]["rows"]:
-        excl = row["data_share_excl_epoch_start"]
-        ratio = row.get("time_ratio_vs_plain")
-        fraction = row.get("fraction_of_model_only")
-        print(f"{row['model']:<22}{row['num_workers']:>8}{row['images_per_s']:>8.1f}{row['data_share']:>12.3f}"
-              f"{excl if excl is not None else float('nan'):>10.3f}{row['max_data_time_s']:>11.2f}"
-              f"{(f'{ratio:.2f}x' if ratio else '-'):>10}{fraction if fraction is not None else '-':>10}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="Where the model runs.")
@@ -416,35 +378,17 @@ def main() -> None:
             for name, workers in plan:
                 print(f"--- {name}, num_workers={workers}", flush=True)
                 rows.append(end_to_end_row(args, name, workers, runs_dir))
-        plain = {r["num_workers"]: r["images_per_s"] for r in rows if r["model"] == PLAIN_MODEL}
-        model_only = report.get("model", {}).get("rows", {})
-        for row in rows:
-            if row["num_workers"] in plain:
-                row["time_ratio_vs_plain"] = round(plain[row["num_workers"]] / row["images_per_s"], 3)
-            if row["model"] in model_only:  # how much of the model-only speed survives end to end
-                row["fraction_of_model_only"] = round(row["images_per_s"] / model_only[row["model"]]["images_per_s"], 3)
-            else:
-                row["fraction_of_model_only"] = None
-        goal_row = next((r for r in rows if r["model"] == DEFAULT_MODEL and r["num_workers"] == 2), None)
+        compare_end_to_end(rows, report.get("model", {}).get("rows", {}), PLAIN_MODEL)
         report["end_to_end"] = {"rows": rows, "load_average_1min": load_avg()}
-        if goal_row is not None:
-            report["goal"] = {
-                "text": f"augmentation not the bottleneck with 2 workers: data_share <= {args.goal}",
-                "data_share": goal_row["data_share"],
-                "data_share_excl_epoch_start": goal_row["data_share_excl_epoch_start"],
-                "met": goal_row["data_share"] <= args.goal,
-                "met_excl_epoch_start": (goal_row["data_share_excl_epoch_start"] or 0.0) <= args.goal,
-            }
+        goal = goal_of(rows, DEFAULT_MODEL, args.goal)
+        if goal is not None:
+            report["goal"] = goal
 
     report["machine"]["load_average_1min_end"] = load_avg()
     report["total_s"] = round(time.perf_counter() - began, 1)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print_tables(report)
-    if "goal" in report:
-        print(f"\ngoal ({report['goal']['text']}): {'met' if report['goal']['met'] else 'NOT met'} "
-              f"(data_share {report['goal']['data_share']:.3f}, "
-              f"{report['goal']['data_share_excl_epoch_start']} without epoch starts)")
     print(f"\ntotal {report['total_s']} s; wrote {args.output}")
 
 
