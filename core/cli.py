@@ -100,7 +100,8 @@ def _parse_value(text: str, fields: Sequence[FieldInfo] = ()) -> object:
     except yaml.YAMLError:
         return text
     if fields and all(_is_text(f.annotation) for f in fields):
-        return None if value is None and text.strip() and not any(f.annotation is str for f in fields) else text
+        nullable = all(f.annotation is not str for f in fields)
+        return None if nullable and value is None and text.strip() else text
     return value
 
 
@@ -161,9 +162,9 @@ def _merge(base: dict, override: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- help
-def _leaf_lines(name: str, field: FieldInfo, prefix: str, choices: str = "") -> list[str]:
+def _leaf_lines(name: str, field: FieldInfo, prefix: str) -> list[str]:
     default = "required" if field.is_required() else f"default: {field.get_default(call_default_factory=True)!r}"
-    lines = [f"  --{prefix}{name} ({default}{choices})"]
+    lines = [f"  --{prefix}{name} ({default})"]
     if field.description:
         lines.append(f"      {field.description}")
     return lines
@@ -189,8 +190,8 @@ def _union_lines(name: str, field: FieldInfo, prefix: str, key: str) -> list[str
             groups.setdefault(tuple(holders), []).append(field_name)
     for holders, names in groups.items():
         if len(holders) < len(variants):
-            owners = " | ".join(t for v in holders for t in _tags(v, key))
-            lines.append(f"  [only with {prefix}{name}.{key} = {owners}]")
+            members = " | ".join(t for v in holders for t in _tags(v, key))
+            lines.append(f"  [only with {prefix}{name}.{key} = {members}]")
         for field_name in names:
             lines += _field_lines(field_name, holders[0].model_fields[field_name], f"{prefix}{name}.")
     return lines

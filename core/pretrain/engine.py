@@ -168,41 +168,42 @@ def pretrain(
     progress = tqdm(total=run.steps, initial=step, disable=rank != 0 or not run.progress, desc="pretrain",
                     dynamic_ncols=True)
     last_loss = float("nan")
-    while step < run.steps:
-        sampler.set_epoch(step // sampler.steps_per_epoch)
-        sampler.set_step(step)
-        logger.start_clock()
-        for batch in loader:
-            logger.data_ready()
-            invariance_id = int(batch["invariance_id"][0])
-            momentum = momentum_schedule[step] if momentum_schedule is not None else None
-            try:
-                last_loss = train_one_step(model, batch, optimizer, device=device, lr=lr_schedule[step],
-                                           momentum=momentum, scaler=scaler, amp_dtype=amp_dtype,
-                                           grad_clip=optim.grad_clip, prepare_batch=prepare_batch)
-            except NonFiniteLossError as err:
-                progress.close()
-                raise NonFiniteLossError(
-                    f"{err} at step {step} (descriptor {space[invariance_id]}); the run stopped and "
-                    f"{checkpointer.kept()}. Lower optim.lr, set optim.grad_clip, or set run.amp=off."
-                ) from None
-            step += 1
-            fields: dict[str, Any] = {"lr": lr_schedule[step - 1]}
-            if momentum is not None:
-                fields["momentum"] = momentum
-            fields |= {"invariance_id": invariance_id, "invariance": str(space[invariance_id])}
-            logger.log(step, last_loss, samples=len(batch["invariance_id"]) * world_size,
-                       epoch=step // sampler.steps_per_epoch, fields=fields)
-            progress.update(1)
-            progress.set_postfix(loss=f"{last_loss:.3f}", descriptor=invariance_id)
-            if step % run.checkpoint_every == 0 or step == run.steps:
-                checkpointer.save(step, learner, optimizer, scaler, last_loss)
-            if on_step is not None:
-                on_step(step, last_loss)
-            if step >= run.steps:
-                break
-    progress.close()
-    logger.close()
+    try:  # the bar and the TensorBoard file are closed however the run stops
+        while step < run.steps:
+            sampler.set_epoch(step // sampler.steps_per_epoch)
+            sampler.set_step(step)
+            logger.start_clock()
+            for batch in loader:
+                logger.data_ready()
+                invariance_id = int(batch["invariance_id"][0])
+                momentum = momentum_schedule[step] if momentum_schedule is not None else None
+                try:
+                    last_loss = train_one_step(model, batch, optimizer, device=device, lr=lr_schedule[step],
+                                               momentum=momentum, scaler=scaler, amp_dtype=amp_dtype,
+                                               grad_clip=optim.grad_clip, prepare_batch=prepare_batch)
+                except NonFiniteLossError as err:
+                    raise NonFiniteLossError(
+                        f"{err} at step {step} (descriptor {space[invariance_id]}); the run stopped and "
+                        f"{checkpointer.kept()}. Lower optim.lr, set optim.grad_clip, or set run.amp=off."
+                    ) from None
+                step += 1
+                fields: dict[str, Any] = {"lr": lr_schedule[step - 1]}
+                if momentum is not None:
+                    fields["momentum"] = momentum
+                fields |= {"invariance_id": invariance_id, "invariance": str(space[invariance_id])}
+                logger.log(step, last_loss, samples=len(batch["invariance_id"]) * world_size,
+                           epoch=step // sampler.steps_per_epoch, fields=fields)
+                progress.update(1)
+                progress.set_postfix(loss=f"{last_loss:.3f}", descriptor=invariance_id)
+                if step % run.checkpoint_every == 0 or step == run.steps:
+                    checkpointer.save(step, learner, optimizer, scaler, last_loss)
+                if on_step is not None:
+                    on_step(step, last_loss)
+                if step >= run.steps:
+                    break
+    finally:
+        progress.close()
+        logger.close()
     if world_size > 1:
         torch.distributed.barrier()
     return {"step": step, "loss": last_loss if math.isfinite(last_loss) else None, "output": str(output),
