@@ -355,7 +355,8 @@ def main() -> None:
           f"{f['episodes_per_s_with_cache']:.0f}/s with the cache; encoder share {100 * f['encoder_share']:.0f}%; "
           f"10,000 cached episodes: {f['seconds_for_10000_cached']:.1f} s (goal < 30 s)")
     print(f"per-benchmark: {b['total_s']:.2f} s ({b['choose_s']:.2f} s choosing among {b['grid_points']} "
-          f"descriptors on {b['selection_episodes']} training episodes) = {b['episodes_per_s']:.0f} episodes/s; encoder share {100 * b['encoder_share']:.0f}%")
+          f"descriptors on {b['selection_episodes']} training episodes) = {b['episodes_per_s']:.0f} episodes/s; "
+          f"encoder share {100 * b['encoder_share']:.0f}%")
     print(f"per-episode  : {p['total_s']:.2f} s for {p['episodes']} episodes ({p['steps']} steps, chunk "
           f"{p['chunk']}) = {p['episodes_per_s']:.2f} episodes/s; encoder share {100 * p['encoder_share']:.0f}%; "
           f"{p['forward_mode_steps_per_chunk']:.1f} forward-mode steps per chunk; 10,000 episodes: "

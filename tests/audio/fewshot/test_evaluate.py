@@ -6,7 +6,6 @@ import csv
 import json
 
 import numpy as np
-import pytest
 import torch
 from torch import nn
 
