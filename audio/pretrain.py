@@ -40,7 +40,7 @@ from audio.models import BACKBONES, create_backbone
 from core import cli
 from core.config import PRETRAIN_ALIASES, MethodConfig, OptimConfig, RunConfig, SimCLRConfig, StrictModel
 from core.invariance import InvarianceSpace
-from core.pretrain.engine import pretrain
+from core.pretrain.engine import pretrain, resolve_device
 from core.pretrain.learners import ContrastiveLearner
 from core.pretrain.recipe import build_learner
 
@@ -129,6 +129,11 @@ class DataConfig(StrictModel):
     augment: Literal["fast", "reference"] = Field(
         "fast", description="Augmentation path: fast (batched, grouped phase vocoder) or reference "
         "(audiomentations + torchaudio Fade, one clip at a time, about 3-4x slower on one CPU thread).")
+    augment_device: Literal["auto", "workers", "training"] = Field(
+        "auto", description="Where the fast path makes the views: workers (the data-loader worker processes, on "
+        "the CPU), training (inside the training step, on the training device: the workers only decode and draw "
+        "the parameters), or auto (training when run.device is a GPU, else workers). The same draws give the same "
+        "views either way (on a GPU the noises come from the GPU's generator).")
     p: float = Field(1.0, ge=0, le=1, description="Probability of each factor the descriptor switches on "
                      "(1: the descriptor alone decides; 0.5: CLAR's RandomApply).")
     fade_shapes: int = Field(3, ge=1, le=5, description="Fade shapes drawn: 3 (CLAR paper: linear, logarithmic, "
@@ -215,6 +220,13 @@ def normalisation_statistics(learner: ContrastiveLearner, clips: Any, cfg: Pretr
     return logmel_statistics(learner.backbone.frontend, batches())
 
 
+def augment_placement(augment_device: str, run_device: str) -> Literal["workers", "step"]:
+    """Where the views are made: ``"step"`` (the training device) or ``"workers"``; ``auto`` follows the device."""
+    if augment_device == "auto":
+        return "step" if resolve_device(run_device).type == "cuda" else "workers"
+    return "step" if augment_device == "training" else "workers"
+
+
 def main(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None = None) -> dict:
     """Run pre-training and print where the outputs are; returns the engine's summary.
 
@@ -232,7 +244,8 @@ def main(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None = Non
     clips = build_clip_source(d.dataset, d.data_root, split=d.split, cache_dir=d.cache_dir, size=d.synthetic_size,
                               seconds=d.clip_seconds, seed=cfg.run.seed)
     settings = AugmentSettings(sample_rate=SAMPLE_RATE, p=d.p, fade_shapes=d.fade_shapes)
-    views = ContrastiveAudioViews(clips, space, chunk_samples(cfg), settings, path=d.augment)
+    augment_on = augment_placement(d.augment_device, cfg.run.device)
+    views = ContrastiveAudioViews(clips, space, chunk_samples(cfg), settings, path=d.augment, augment_on=augment_on)
     skipped = list(getattr(clips, "skipped", []))
     output = Path(cfg.run.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -253,12 +266,12 @@ def main(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None = Non
           f"({len(clips)} clips{f', {len(skipped)} skipped' if skipped else ''}; {d.clip_seconds:g}-s views, "
           f"{d.n_mels} mels x {frames} frames; log-mel mean {mean:.2f} dB, std {std:.2f} dB); space audio "
           f"({len(space)} descriptors{'' if fixed_id is None else f', fixed {space[fixed_id]}'}); {d.augment} "
-          f"augmentations.")
+          f"augmentations in the {'training step' if augment_on == 'step' else 'data-loader workers'}.")
 
     # ------------------------------------------------------------------ train
     summary = pretrain(learner, views, run=cfg.run, optim=cfg.optim, method=cfg.method,
                        config=cfg.model_dump(), encoder_spec=encoder_spec, fixed_invariance_id=fixed_id,
-                       on_step=on_step)
+                       on_step=on_step, prepare_batch=views.prepare_batch)
     out = summary["output"]
     loss = "none (the checkpoint was at run.steps)" if summary["loss"] is None else f"{summary['loss']:.4f}"
     print(f"\nDone: step {summary['step']}, loss {loss}.\n"

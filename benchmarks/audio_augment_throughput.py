@@ -13,9 +13,10 @@ All in one run (the CPUs are shared with other processes, so only numbers from t
     and from them the ratio averaged over the descriptor space (:func:`descriptor_weighted_ratio`).
 (c) ``model``: clips per second of the training step of the recipe's learner on pre-made waveform views (log-mel
     front end, Hyper-ResNet18, SimCLR loss, backward, AdamW), on ``--device``.
-(d) ``end_to_end``: ``audio.pretrain.main`` for ``--steps`` steps with the default workers (2), reading the
+(d) ``end_to_end``: ``audio.pretrain.main`` for ``--steps`` steps with the default workers (2), once with the views
+    made in the workers and once inside the training step on ``--device`` (``--data.augment_device``), reading the
     per-step ``data_time`` (waiting for the DataLoader) and ``step_time`` from ``metrics.jsonl``;
-    ``data_share = data_time / (data_time + step_time)`` over the steps after the first.
+    ``data_share = data_time / (data_time + step_time)`` over the steps after the first, and clips per second.
 
 Goals (issue 9): fast >= 10x reference; data_share < 5 % with the default workers on CPU.
 
@@ -184,15 +185,16 @@ def model_row(argv: list[str], device: torch.device, steps: int) -> dict:
             "parameters_M": sum(p.numel() for p in learner.backbone.parameters()) / 1e6}
 
 
-def end_to_end_row(argv: list[str], steps: int, device: str) -> dict:
+def end_to_end_row(argv: list[str], steps: int, device: str, augment_device: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config([*argv, "--steps", str(steps), "--output", tmp, "--run.log_every", "1",
-                           "--run.progress", "false", "--device", device])
+                           "--run.progress", "false", "--device", device, "--data.augment_device", augment_device])
         wall, cpu = timed(lambda: pretrain_main(cfg))
         records = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()][1:]
     data = sum(r["data_time"] for r in records)
     model = sum(r["step_time"] for r in records)
-    return {"steps": steps, "workers": cfg.run.num_workers, "batch": cfg.run.batch_size, "wall_s": wall,
+    return {"augment_device": augment_device, "steps": steps, "workers": cfg.run.num_workers,
+            "batch": cfg.run.batch_size, "wall_s": wall,
             "main_process_cpu_s": cpu, "data_time_s": data, "step_time_s": model,
             "data_share": data / max(data + model, 1e-9), "clips_per_s": cfg.run.batch_size * len(records) /
             max(data + model, 1e-9)}
@@ -242,9 +244,12 @@ def main() -> None:
         "model": model,
     }
     if args.steps:
-        result["end_to_end"] = end_to_end_row(argv, args.steps, args.device)
-        print(f"end to end: data share {result['end_to_end']['data_share']:.1%} of the step with "
-              f"{result['end_to_end']['workers']} workers", flush=True)
+        result["end_to_end"] = {where: end_to_end_row(argv, args.steps, args.device, where)
+                                for where in ("workers", "training")}
+        for where, row in result["end_to_end"].items():
+            place = "data-loader workers" if where == "workers" else "training step"
+            print(f"end to end, views made in the {place}: data share {row['data_share']:.1%} of the step with "
+                  f"{row['workers']} workers, {row['clips_per_s']:.1f} clips/s", flush=True)
     suffix = "" if args.recipe == "bare" else f"_{args.recipe}"
     output = Path(args.output or Path(__file__).parent / "results" / f"audio_augment_throughput{suffix}.json")
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -17,11 +17,7 @@ example's view does not depend on the rest of its batch.
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import math
-import mmap
-import sys
 from collections.abc import Callable, Iterator
 
 import torch
@@ -68,39 +64,8 @@ def augment_batch(waves: Tensor, params: ViewParams, settings: AugmentSettings) 
 
 # ---------------------------------------------------------------------------------------------- row groups
 def _new_batch(waves: Tensor) -> Tensor:
-    """A float32 copy of ``waves`` in new memory. Shape: (B, L).
-
-    A large CPU buffer is fresh from the kernel (glibc maps anything over 32 MiB anew on each allocation), and the
-    first touch of each 4-KiB page faults: a 5-s batch of 128 (41 MB) took 18-20 ms to copy into new memory, 3 ms
-    into memory already touched. On Linux the buffer is advised to use transparent huge pages first (2-MiB
-    pages: 4 ms measured); elsewhere, or if the advice fails, the copy is the same, only slower.
-    """
-    out = torch.empty(waves.shape, dtype=torch.float32, device=waves.device)
-    madvise = _madvise() if out.device.type == "cpu" and out.numel() * 4 >= HUGE_PAGE_MIN_BYTES else None
-    if madvise is not None:
-        start = -(-out.data_ptr() // mmap.PAGESIZE) * mmap.PAGESIZE
-        length = (out.data_ptr() + out.numel() * 4 - start) // mmap.PAGESIZE * mmap.PAGESIZE
-        madvise(start, length, _MADV_HUGEPAGE)  # a failure (no THP support) returns -1: nothing to do
-    return out.copy_(waves)
-
-
-#: Buffers from this size on are advised to use transparent huge pages (:func:`_new_batch`).
-HUGE_PAGE_MIN_BYTES = 2**23
-_MADV_HUGEPAGE = 14  # Linux <sys/mman.h>
-
-
-@functools.cache
-def _madvise() -> Callable[[int, int, int], int] | None:
-    """libc's ``madvise`` on Linux, else None."""
-    if sys.platform != "linux":
-        return None
-    try:
-        madvise = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return None
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    madvise.restype = ctypes.c_int
-    return madvise
+    """A float32 copy of ``waves`` that the factors then change in place. Shape: (B, L)."""
+    return torch.empty(waves.shape, dtype=torch.float32, device=waves.device).copy_(waves)
 
 
 def _chunk_rows(rows: Tensor, length: int, device: torch.device, scale: int = 1) -> Iterator[tuple[Tensor, slice]]:
@@ -120,11 +85,11 @@ def _rms(x: Tensor) -> Tensor:
 
 
 def _noise(seeds: Tensor, length: int, device: torch.device) -> Tensor:
-    """Unit Gaussian noise, one generator per example. Shape: (G,) -> (G, length)."""
-    out = torch.empty(len(seeds), length)
+    """Unit Gaussian noise, one generator per example, drawn on ``device``. Shape: (G,) -> (G, length)."""
+    out = torch.empty(len(seeds), length, device=device)
     for row, seed in zip(out, seeds.tolist(), strict=True):
-        torch.randn(length, generator=torch.Generator().manual_seed(int(seed)), out=row)
-    return out.to(device)
+        torch.randn(length, generator=torch.Generator(device=device).manual_seed(int(seed)), out=row)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- per-factor ops
@@ -190,7 +155,8 @@ def _time_mask(out: Tensor, rows: Tensor, p: ViewParams, s: AugmentSettings) -> 
                                      p.noise_seed[:, 2].tolist(), strict=True):
         if width > 0:  # N(0, (0.01 RMS)^2) over the span only
             level = s.mask_level * _rms(out[b][None])
-            fill = torch.randn(width, generator=torch.Generator().manual_seed(int(seed))).to(out.device)
+            fill = torch.randn(width, generator=torch.Generator(device=out.device).manual_seed(int(seed)),
+                               device=out.device)
             out[b, start:start + width] = level * fill
 
 

@@ -185,3 +185,31 @@ def test_views_are_reproducible_and_independent_of_workers() -> None:
     assert all(torch.equal(a, b) for a, b in zip(reference, loader_views(2), strict=True))
     view0, view1 = reference[0].chunk(2)
     assert not torch.allclose(view0, view1)  # the two views draw independent parameters
+
+
+@pytest.mark.parametrize("p", [1.0, 0.5])
+def test_views_made_in_the_step_equal_views_made_in_the_workers(p: float, device: torch.device) -> None:
+    """The same keys give the same views whether the workers augment, or the step does on its device (all seven
+    factors on, so noise, mask, pitch and stretch are all exercised; p = 0.5 as CLAR's baseline draws them)."""
+    from torch.utils.data import default_collate
+
+    space = InvarianceSpace.from_name("audio")
+    clips = [np.random.default_rng(i).standard_normal(3000).astype(np.float32) for i in range(5)]
+    settings = AugmentSettings(p=p)
+    keys = [(i, len(space) - 1, 100 + i) for i in range(5)]  # the all-on descriptor is the last one
+    workers = ContrastiveAudioViews(clips, space, 2000, settings)
+    step = ContrastiveAudioViews(clips, space, 2000, settings, augment_on="step")
+    made = default_collate(workers.__getitems__(keys))
+    loaded = default_collate(step.__getitems__(keys))
+    assert "view0" not in loaded and loaded["wave"].shape == (5, 2000)
+    view0, view1 = step.prepare_batch(loaded, device)
+    assert view0.device.type == device.type and view0.shape == (5, 2000)
+    if device.type == "cpu":
+        torch.testing.assert_close(view0, made["view0"], atol=1e-5, rtol=0)
+        torch.testing.assert_close(view1, made["view1"], atol=1e-5, rtol=0)
+    else:  # another generator draws the noises: the same views where no noise was added
+        assert torch.isfinite(view0).all() and torch.isfinite(view1).all()
+    moved = workers.prepare_batch(made, device)
+    assert torch.equal(moved[0].cpu(), made["view0"])
+    with pytest.raises(ValueError, match="fast path"):
+        ContrastiveAudioViews(clips, space, 2000, settings, path="reference", augment_on="step")

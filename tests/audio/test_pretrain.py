@@ -184,3 +184,17 @@ def test_keys_a_recipe_does_not_use_are_errors() -> None:
                        "--method.bn_groups", "2"])
     assert cfg.method == MoCoV2Config(queue_size=64, symmetric=True, bn_groups=2)
     assert load_config(["--output", "2024"]).run.output == "2024"
+
+
+def test_augmenting_in_the_training_step_trains_the_same_run(tmp_path: Path, device: torch.device) -> None:
+    """--data.augment_device training makes the views inside the step: on the CPU the same views, so the same
+    losses as the workers' views, step for step; auto picks the workers on a CPU."""
+    workers = main(tiny(tmp_path / "workers", "--steps", "4", "--data.augment_device", "workers"))
+    step = main(tiny(tmp_path / "step", "--steps", "4", "--data.augment_device", "training"))
+    assert workers["step"] == step["step"] == 4
+    np.testing.assert_allclose(losses(tmp_path / "step"), losses(tmp_path / "workers"), rtol=1e-5)
+    from audio.pretrain import augment_placement
+
+    assert augment_placement("auto", "cpu") == "workers" and augment_placement("training", "cpu") == "step"
+    if device.type == "cuda":
+        assert augment_placement("auto", "cuda") == "step"

@@ -55,7 +55,7 @@ def test_coloured_noise_of_a_row_does_not_depend_on_its_batch(device: torch.devi
 
 @pytest.mark.parametrize("chunk", [1, 2**30])
 def test_views_do_not_depend_on_the_row_groups(chunk: int, device: torch.device, monkeypatch) -> None:
-    """One row per group, or the whole batch in one group, and huge-page buffers: the same view, input untouched."""
+    """One row per group, or the whole batch in one group: the same view, input untouched."""
     x = torch.randn(6, 4000, device=device)
     original = x.clone()
     generator = torch.Generator().manual_seed(0)
@@ -63,7 +63,6 @@ def test_views_do_not_depend_on_the_row_groups(chunk: int, device: torch.device,
                                for _ in range(6)])
     expected = augment_batch(x, params, AugmentSettings())
     monkeypatch.setattr(fast, "CPU_CHUNK_SAMPLES", chunk)
-    monkeypatch.setattr(fast, "HUGE_PAGE_MIN_BYTES", 0)
     out = augment_batch(x, params, AugmentSettings())
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)
     assert torch.equal(x, original) and out.data_ptr() != x.data_ptr()
