@@ -9,7 +9,8 @@ in about 2-3 minutes on two CPU cores. The real run is::
 which switches every unset value to the FSD50K recipe. The paper gives no audio hyper-parameters, so each value
 says where it comes from: MetaAudio's front end (16 kHz, 5-s chunks, 128 mels, n_fft 1024, hop 512); a
 standard-width Hyper-ResNet18 with the generator width of the paper's vision hypernetwork (32); 100 epochs as
-MT-SLVR's FSD50K SimCLR, at batch 128 (our choice; MT-SLVR used 100), over the 36,796 ``train`` clips. Flags given on the command line always win. ``--dataset folder --data-root DIR``
+MT-SLVR's FSD50K SimCLR, at batch 128 (our choice; MT-SLVR used 100), over the 36,796 ``train`` clips. Flags
+given on the command line always win. ``--dataset folder --data-root DIR``
 pre-trains on any folder of audio files. Short aliases (``--dataset``, ``--data-root``, ``--output``, ``--steps``,
 ``--batch-size``, ...) stand beside the dotted names (``--data.dataset``, ...); ``--help`` lists both.
 
@@ -120,8 +121,9 @@ class DataConfig(StrictModel):
                                   "FSD50K.ground_truth/) or a folder of audio files.")
     split: Literal["train", "val", "dev", "eval"] = Field(
         "train", description="FSD50K clips: train or val (dev.csv's split column), dev (both) or eval.")
-    cache_dir: str | None = Field(None, description="Where decoded 16-kHz clips are cached (default: "
-                                  "~/.cache/amortised-invariance/audio).")
+    cache_dir: str | None = Field(None, description="Folder of the decoded-clip stores (default: "
+                                  "$AMORTISED_INVARIANCE_CACHE/audio, else the user cache folder's "
+                                  "amortised-invariance/audio, ~/.cache/... on Linux).")
     synthetic_size: int = Field(4096, ge=16, description="Number of synthetic clips.")
     clip_seconds: float = Field(1.0, gt=0, description="Length of the views in seconds (MetaAudio: 5; "
                                 "fsd50k/folder: 5). Longer clips give one random chunk per epoch.")

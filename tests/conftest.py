@@ -29,6 +29,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 _DEVICE_TESTS: list[str] = []
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_store_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Decoded-clip stores of the tests go to a temporary folder, never into the user's cache."""
+    os.environ["AMORTISED_INVARIANCE_CACHE"] = str(tmp_path_factory.mktemp("store"))
+
+
 def _device_under_test() -> torch.device:
     return torch.device(os.environ.get("TORCH_DEVICE", "cpu"))
 

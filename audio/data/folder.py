@@ -1,4 +1,5 @@
-"""Any folder of audio files for pre-training: every file soundfile reads, found recursively, cached once."""
+"""Any folder of audio files for pre-training: every file soundfile reads, found recursively, decoded once into the
+decoded-clip store."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from audio.data.cache import open_cache
+from audio.data.store import open_store
 from audio.frontend.waveform import SAMPLE_RATE
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
@@ -18,8 +19,8 @@ class AudioFolder(Dataset):
 
     Args:
         root: Folder searched recursively for :data:`AUDIO_EXTENSIONS` (hidden files skipped).
-        cache_dir: Folder of the decoded-clip caches.
-        progress: Progress bar while the cache is built.
+        cache_dir: Folder of the decoded-clip stores.
+        progress: Progress bar while the store is built.
 
     Attributes:
         files: Kept files relative to ``root``; ``skipped``: ``[file, reason]`` of files that could not be used.
@@ -39,12 +40,12 @@ class AudioFolder(Dataset):
             raise FileNotFoundError(f"Audio folder {self.root} holds no audio files with extensions "
                                     f"{AUDIO_EXTENSIONS}.")
         self.sample_rate = SAMPLE_RATE
-        self.cache = open_cache(self.root, files, "folder", cache_dir, SAMPLE_RATE, progress=progress)
-        self.files = self.cache.files
-        self.skipped = self.cache.skipped
+        self.store = open_store(self.root, files, "folder", cache_dir, SAMPLE_RATE, progress=progress)
+        self.files = self.store.files
+        self.skipped = self.store.skipped
 
     def __len__(self) -> int:
-        return len(self.cache)
+        return len(self.store)
 
     def __getitem__(self, index: int) -> np.ndarray:
-        return self.cache[index]
+        return self.store[index]

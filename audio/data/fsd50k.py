@@ -1,6 +1,6 @@
-"""FSD50K in its official layout (Zenodo 4060432), read from a local folder through the decoded-clip cache.
+"""FSD50K in its official layout (Zenodo 4060432), read from a local folder through the decoded-clip store.
 
-Expected under ``root`` (``shared/reference/audio-protocol.md`` §5)::
+Expected under ``root`` (the layout of the Zenodo release, https://zenodo.org/record/4060432)::
 
     FSD50K.dev_audio/<fname>.wav       40,966 clips, 44.1 kHz mono PCM, 0.3-30 s
     FSD50K.eval_audio/<fname>.wav      10,231 clips
@@ -9,7 +9,7 @@ Expected under ``root`` (``shared/reference/audio-protocol.md`` §5)::
     FSD50K.ground_truth/eval.csv       header fname,labels,mids
     FSD50K.ground_truth/vocabulary.csv headerless index,label,mid (200 rows)
 
-Clips are decoded once to 16 kHz, z-normalised per clip and cached (:mod:`audio.data.cache`).
+Clips are decoded once to 16 kHz, z-normalised per clip, into the decoded-clip store (:mod:`audio.data.store`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from audio.data.cache import open_cache
+from audio.data.store import open_store
 from audio.frontend.waveform import SAMPLE_RATE
 
 SPLITS = ("train", "val", "dev", "eval")
@@ -34,8 +34,8 @@ class FSD50K(Dataset):
     Args:
         root: The folder holding ``FSD50K.dev_audio/``, ``FSD50K.eval_audio/`` and ``FSD50K.ground_truth/``.
         split: ``train`` or ``val`` (``dev.csv``'s split column), ``dev`` (both) or ``eval``.
-        cache_dir: Folder of the decoded-clip caches.
-        progress: Progress bar while a cache is built.
+        cache_dir: Folder of the decoded-clip stores.
+        progress: Progress bar while a store is built.
 
     Attributes:
         fnames: Freesound ids of the kept clips. ``labels``: their label lists. ``vocabulary``: the 200 labels
@@ -68,22 +68,22 @@ class FSD50K(Dataset):
         vocabulary = self.root / "FSD50K.ground_truth" / "vocabulary.csv"
         self.vocabulary = _read_vocabulary(vocabulary) if vocabulary.is_file() else []
         files = [audio_dir / f"{r['fname']}.wav" for r in rows]
-        self.cache = open_cache(self.root, files, f"fsd50k-{split}", cache_dir, SAMPLE_RATE, progress=progress)
+        self.store = open_store(self.root, files, f"fsd50k-{split}", cache_dir, SAMPLE_RATE, progress=progress)
         by_file = {f"FSD50K.{part}_audio/{r['fname']}.wav": r for r in rows}
-        kept = [by_file[f] for f in self.cache.files]
+        kept = [by_file[f] for f in self.store.files]
         self.fnames = [r["fname"] for r in kept]
         self.labels = [r["labels"] for r in kept]
-        self.skipped = self.cache.skipped
+        self.skipped = self.store.skipped
 
     def __len__(self) -> int:
-        return len(self.cache)
+        return len(self.store)
 
     def __getitem__(self, index: int) -> np.ndarray:
-        return self.cache[index]
+        return self.store[index]
 
 
 def _read_ground_truth(path: Path, with_split: bool) -> list[dict]:
-    with path.open(newline="") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         needed = {"fname", "labels"} | ({"split"} if with_split else set())
         if reader.fieldnames is None or not needed <= set(reader.fieldnames):
@@ -94,5 +94,5 @@ def _read_ground_truth(path: Path, with_split: bool) -> list[dict]:
 
 
 def _read_vocabulary(path: Path) -> list[str]:
-    with path.open(newline="") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:
         return [row[1] for row in csv.reader(f) if len(row) >= 2]

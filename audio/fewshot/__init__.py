@@ -2,7 +2,7 @@
 the chunk-vote hook of the few-shot routes (:mod:`audio.fewshot.vote`), and ``python -m audio.fewshot``
 (:mod:`audio.fewshot.evaluate`). Episodes, classifiers and routes are core's (:mod:`core.downstream.fewshot`)."""
 
-from audio.fewshot.chunks import ChunkIndex, chunk_positions, chunk_waveform, chunks_per_clip
+from audio.data.chunks import LAST_CHUNK_MODES, ChunkIndex, chunk_positions, chunk_waveform, chunks_per_clip
 from audio.fewshot.readers import (
     READERS,
     read_dataset,
@@ -25,6 +25,7 @@ from audio.fewshot.table import ClipTable
 from audio.fewshot.vote import ChunkVote, chunk_vote, query_chunks, support_chunks
 
 __all__ = [
+    "LAST_CHUNK_MODES",
     "METAAUDIO_SPLIT_FILES",
     "READERS",
     "ChunkIndex",

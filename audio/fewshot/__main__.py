@@ -1,14 +1,10 @@
 """``python -m audio.fewshot``: few-shot audio evaluation (see :mod:`audio.fewshot.evaluate`)."""
 
-import sys
-
 from audio.fewshot.evaluate import FewShotConfig, main
 from core import cli
-from core.checkpoint import CheckpointError
+
+#: The flags as MetaAudio's and this README's commands spell them, beside the field names.
+ALIASES = {name.replace("_", "-"): name for name in FewShotConfig.model_fields if "_" in name}
 
 if __name__ == "__main__":
-    try:
-        main(cli.parse(FewShotConfig, prog="python -m audio.fewshot"))
-    except (CheckpointError, FileNotFoundError, ValueError) as err:
-        print(f"python -m audio.fewshot: error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
+    cli.run(main, FewShotConfig, prog="python -m audio.fewshot", aliases=ALIASES)

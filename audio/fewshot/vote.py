@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from audio.fewshot.chunks import ChunkIndex
+from audio.data.chunks import ChunkIndex
 
 
 def chunk_vote(log_probs: Tensor, query_index: Tensor, num_queries: int) -> Tensor:

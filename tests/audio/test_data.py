@@ -1,4 +1,4 @@
-"""Audio data: synthetic tones, fake FSD50K in the official layout, the decoded-clip cache, folders, bad files."""
+"""Audio data: synthetic tones, fake FSD50K in the official layout, the decoded-clip store, folders, bad files."""
 
 import json
 import warnings
@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import soundfile
 
-import audio.data.cache as cache_module
+import audio.data.store as store_module
 from audio.data.folder import AudioFolder
 from audio.data.fsd50k import FSD50K
 from audio.data.sources import build_clip_source
 from audio.data.synthetic import TIMBRES, SyntheticTones
+from audio.frontend.waveform import decode, z_normalise
 from tests.audio.fake_audio import FSD_RATE, make_fsd50k, tone
 
 
@@ -73,31 +74,31 @@ def test_missing_layout_is_a_clear_error(tmp_path: Path) -> None:
         AudioFolder(tmp_path / "empty")
 
 
-def test_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_store_is_reused_and_rebuilt_when_a_file_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = make_fsd50k(tmp_path / "fsd")
     decoded: list[str] = []
-    real_decode = cache_module.decode
+    real_decode = store_module.decode
 
     def counting_decode(path, rate):
         decoded.append(Path(path).name)
         return real_decode(path, rate)
 
-    monkeypatch.setattr(cache_module, "decode", counting_decode)
+    monkeypatch.setattr(store_module, "decode", counting_decode)
     first = FSD50K(root, "train", cache_dir=tmp_path / "cache", progress=False)
     assert len(decoded) == 3
     again = FSD50K(root, "train", cache_dir=tmp_path / "cache", progress=False)
-    assert len(decoded) == 3 and again.cache.folder == first.cache.folder  # reused, nothing decoded
+    assert len(decoded) == 3 and again.store.folder == first.store.folder  # reused, nothing decoded
     soundfile.write(root / "FSD50K.dev_audio" / "1004.wav", tone(0.5, 880.0), FSD_RATE, subtype="PCM_16")
     changed = FSD50K(root, "train", cache_dir=tmp_path / "cache", progress=False)
-    assert len(decoded) == 6 and changed.cache.folder != first.cache.folder and len(changed[2]) == 8000
-    assert not first.cache.folder.exists()  # the stale cache is removed
+    assert len(decoded) == 6 and changed.store.folder != first.store.folder and len(changed[2]) == 8000
+    assert not first.store.folder.exists()  # the stale cache is removed
     caches = [p for p in (tmp_path / "cache").iterdir() if p.name.startswith("fsd50k-train")]
-    assert caches == [changed.cache.folder]
+    assert caches == [changed.store.folder]
 
 
-def test_interrupted_cache_build_leaves_no_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_store_build_leaves_no_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = make_fsd50k(tmp_path / "fsd")
-    real_decode = cache_module.decode
+    real_decode = store_module.decode
     calls = []
 
     def dying_decode(path, rate):
@@ -106,11 +107,11 @@ def test_interrupted_cache_build_leaves_no_cache(tmp_path: Path, monkeypatch: py
             raise KeyboardInterrupt  # the build is killed half-way
         return real_decode(path, rate)
 
-    monkeypatch.setattr(cache_module, "decode", dying_decode)
+    monkeypatch.setattr(store_module, "decode", dying_decode)
     with pytest.raises(KeyboardInterrupt):
         FSD50K(root, "train", cache_dir=tmp_path / "cache", progress=False)
     assert list((tmp_path / "cache").iterdir()) == []
-    monkeypatch.setattr(cache_module, "decode", real_decode)
+    monkeypatch.setattr(store_module, "decode", real_decode)
     assert len(FSD50K(root, "train", cache_dir=tmp_path / "cache", progress=False)) == 3
 
 
@@ -139,5 +140,39 @@ def test_audio_folder_is_recursive_and_reads_soundfile_formats(tmp_path: Path) -
     folder = AudioFolder(tmp_path / "a", cache_dir=tmp_path / "cache", progress=False)
     assert folder.files == ["b/y.flac", "b/z.ogg", "x.wav"]
     assert [len(folder[i]) for i in range(3)] == [3200, 3200, 4800]
-    index = json.loads((folder.cache.folder / "index.json").read_text())
+    index = json.loads((folder.store.folder / "index.json").read_text())
     assert index["sample_rate"] == 16_000 and index["skipped"] == []
+
+
+def test_store_reads_pieces_without_a_memory_map(tmp_path: Path) -> None:
+    """Reads are pieces of one clip, equal to the decoded clip, in float16 storage; no mapping stays open."""
+    from audio.data.store import ClipStore
+
+    root = make_fsd50k(tmp_path / "fsd")
+    dev = FSD50K(root, "dev", cache_dir=tmp_path / "cache", progress=False)
+    store: ClipStore = dev.store
+    assert store.dtype == np.float16 and store.nbytes == int(store.lengths.sum()) * 2
+    whole = store[1]
+    np.testing.assert_array_equal(store.read(1, 100, 250), whole[100:250])
+    assert whole.dtype == np.float32 and len(whole) == store.lengths[1]
+    reference = z_normalise(decode(root / "FSD50K.dev_audio" / f"{dev.fnames[1]}.wav", 16_000))
+    np.testing.assert_allclose(whole, reference, atol=2e-3 * np.abs(reference).max())  # float16 storage
+    with pytest.raises(IndexError):
+        store.read(1, 0, int(store.lengths[1]) + 1)
+    assert store.files[0].startswith("FSD50K.dev_audio/")  # POSIX keys, as the reader builds them
+
+
+def test_default_store_folder_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from audio.data.store import CACHE_ENV, default_cache_dir
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "elsewhere"))
+    assert default_cache_dir() == tmp_path / "elsewhere" / "audio"
+    monkeypatch.delenv(CACHE_ENV)
+    assert default_cache_dir().name == "audio" and "amortised-invariance" in str(default_cache_dir())
+
+
+def test_fsd50k_csv_with_a_byte_order_mark(tmp_path: Path) -> None:
+    root = make_fsd50k(tmp_path / "fsd")
+    csv_path = root / "FSD50K.ground_truth" / "dev.csv"
+    csv_path.write_bytes(b"\xef\xbb\xbf" + csv_path.read_bytes())  # a spreadsheet's UTF-8 BOM
+    assert len(FSD50K(root, "train", cache_dir=tmp_path / "cache", progress=False)) == 3

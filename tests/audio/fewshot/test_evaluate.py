@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from audio.data.store import ArrayClips
 from audio.fewshot import ChunkIndex, ChunkVote, ClipTable, DecodedClips, load_splits
 from audio.fewshot.evaluate import FewShotConfig, main
 from audio.fewshot.sources import ChunkStore
@@ -42,7 +43,7 @@ def _planted_clips(num_classes: int = 6, per_class: int = 8, seed: int = 0) -> D
     n = labels.size
     table = ClipTable("planted", tuple(f"p{i}" for i in range(n)), tuple(f"c{c}" for c in labels),
                       tuple(str(i) for i in range(n)), chunk_seconds=1.0)
-    return DecodedClips(table, waves.reshape(-1), torch.arange(n) * 8, ChunkIndex(torch.full((n,), 8), 8), {})
+    return DecodedClips(table, ArrayClips(list(waves)), np.arange(n), ChunkIndex(torch.full((n,), 8), 8), {})
 
 
 def test_per_episode_route_recovers_planted_descriptor(device):
@@ -57,7 +58,7 @@ def test_per_episode_route_recovers_planted_descriptor(device):
     assert info["objective"] == "loo" and inv.shape == (30, SPACE.dim)
     assert float(inv[:, 0].mean()) < 0.25  # the planted factor is switched off in every episode ...
     assert torch.allclose(inv[:, 1:], torch.full_like(inv[:, 1:], 0.5))  # ... the others carry no signal
-    all_on = encoder(torch.from_numpy(np.asarray(clips.waves)).view(-1, 8).to(device), torch.ones(SPACE.dim,
+    all_on = encoder(ChunkStore(clips)[torch.arange(len(clips.index))].to(device), torch.ones(SPACE.dim,
                                                                                             device=device))
     fixed = features_accuracy(all_on, support, rows, owner, 2, scoring=hook)
     assert float(acc.mean()) > float(fixed.mean()) + 0.2
@@ -87,6 +88,9 @@ def _check_report(report: dict, path) -> None:
         assert 0.0 <= route["accuracy"] <= 1.0 and route["ci95"] >= 0.0 and route["episodes"] == 6
         assert set(route["invariance"]) == set(SPACE.names)
     assert report["protocol"]["episodes"] == 6 and report["protocol"]["n_query"] == 1
+    assert report["protocol"]["name"] == "quick" and report["protocol"]["table8"] is False
+    assert report["protocol"]["last_chunk"] in ("tile", "repeat-clip", "metaaudio-repeat")
+    assert report["protocol"]["statistics"]["source"] in ("pretrain", "target-train")
     assert report["paired"]["per_episode - fixed:all"]["episodes"] == 6
     assert set(report["wall_time_s"]) == {"load_encoder", "decode", "routes"}
 
@@ -128,3 +132,28 @@ def test_end_to_end_fake_esc50(tmp_path, write_wav):
     assert report["dataset"]["split"] == {"source": "ESC_paper_splits.npy", "train": 35, "val": 5, "test": 10}
     assert report["classes"] == {"kept": 10, "dropped": {}} and report["dataset"]["test_clips"] == 20
     assert report["protocol"]["chunk_seconds"] == 5.0
+
+
+def test_protocol_presets_and_explicit_flags():
+    base = {"checkpoint": "run", "output": "x.json"}
+    quick = FewShotConfig(**base)
+    assert (quick.episodes, quick.n_query, quick.is_table8()) == (200, 1, False)
+    table8 = FewShotConfig(**base, protocol="table8")
+    assert (table8.n_way, table8.k_shot, table8.episodes, table8.n_query) == (5, 1, 10_000, 5)
+    assert table8.is_table8() and table8.episodes * table8.n_way * table8.n_query == 250_000
+    assert FewShotConfig(**base, protocol="table8", episodes=500).episodes == 500  # an explicit flag wins
+    assert not FewShotConfig(**base, protocol="table8", episodes=500).is_table8()
+
+
+def test_target_train_statistics_and_last_chunk_are_applied_and_recorded(tmp_path, capsys):
+    run = _checkpoint(tmp_path / "run", "hyper_resnet18")
+    common = {**_FAST, "checkpoint": run, "synthetic_size": 40, "synthetic_seconds": 0.25,
+              "routes": "fixed", "last_chunk": "metaaudio-repeat"}
+    pretrain = main(FewShotConfig(**common, output=str(tmp_path / "a.json")))
+    target = main(FewShotConfig(**common, output=str(tmp_path / "b.json"), stats="target-train"))
+    assert pretrain["protocol"]["statistics"] == {"source": "pretrain", "mean": 0.0, "std": 1.0}
+    stats = target["protocol"]["statistics"]
+    assert stats["source"] == "target-train" and stats["chunks"] == 20  # every chunk of the 20 training clips
+    assert stats["std"] > 1.0 and stats["mean"] != 0.0  # the log-mel's own scale, in dB
+    assert target["protocol"]["last_chunk"] == "metaaudio-repeat"
+    assert "not Table 8's" in capsys.readouterr().out

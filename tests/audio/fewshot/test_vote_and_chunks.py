@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from audio.fewshot import ChunkIndex, ChunkVote, chunk_vote, chunk_waveform, query_chunks, support_chunks
+from audio.data.store import ArrayClips
+from audio.fewshot import (
+    ChunkIndex,
+    ChunkVote,
+    ClipTable,
+    DecodedClips,
+    chunk_vote,
+    chunk_waveform,
+    query_chunks,
+    support_chunks,
+)
 from core.downstream.fewshot import confidence_interval
 
 
@@ -59,15 +69,35 @@ def test_chunk_waveform_tiles_the_last_chunk(device):
     np.testing.assert_array_equal(chunk_waveform(torch.from_numpy(x), 7).numpy(), np.stack(ref))
 
 
-def test_chunk_index_gathers_from_concatenated_clips():
-    clips = [torch.arange(7.0), 100 + torch.arange(3.0), 200 + torch.arange(10.0)]
-    flat = torch.cat(clips).numpy()
-    index = ChunkIndex(torch.tensor([7, 3, 10]), chunk_samples=4)
-    offsets = torch.tensor([0, 7, 10])
-    got = flat[index.positions(torch.arange(len(index)), offsets).numpy()]
-    expected = torch.cat([chunk_waveform(c, 4) for c in clips]).numpy()
-    np.testing.assert_array_equal(got, expected)
+@pytest.mark.parametrize("mode, expected", [
+    ("tile", [[0, 1, 2], [3, 4, 3]]),  # the remainder repeated: ours
+    ("repeat-clip", [[0, 1, 2], [3, 4, 0]]),  # the clip tiled from its start: MetaAudio's torch loader
+    ("metaaudio-repeat", [[0, 1, 2], [3, 3, 4]]),  # np.repeat(remainder, 2)[:3]: MetaAudio's preprocessing
+])
+def test_last_chunk_modes_on_a_known_array(mode, expected):
+    wave = torch.arange(5.0)
+    assert chunk_waveform(wave, 3, mode).tolist() == expected
+    short = {"tile": [0, 1, 0, 1, 0], "repeat-clip": [0, 1, 0, 1, 0], "metaaudio-repeat": [0, 0, 0, 1, 1]}[mode]
+    assert chunk_waveform(wave[:2], 5, mode).tolist() == [short]  # a clip shorter than one chunk
+    assert chunk_waveform(torch.arange(6.0), 3, mode).tolist() == [[0, 1, 2], [3, 4, 5]]  # no partial chunk
+    np.testing.assert_array_equal(np.repeat(np.array([3, 4]), 2)[:3], expected[1] if mode == "metaaudio-repeat"
+                                  else [3, 3, 4])
+    with pytest.raises(ValueError, match="last-chunk mode"):
+        chunk_waveform(wave, 3, "pad")
+
+
+@pytest.mark.parametrize("mode", ["tile", "repeat-clip", "metaaudio-repeat"])
+def test_decoded_clips_read_the_chunks_of_every_mode(tmp_path, mode):
+    """Chunks read piece by piece from clips in memory equal the chunks cut from the whole waveforms."""
+    clips = [np.arange(7.0), 100 + np.arange(3.0), 200 + np.arange(10.0)]
+    table = ClipTable("toy", tuple(f"c{i}" for i in range(3)), ("a", "b", "c"), ("0", "1", "2"), chunk_seconds=1.0)
+    index = ChunkIndex(torch.tensor([7, 3, 10]), chunk_samples=4, mode=mode)
+    decoded = DecodedClips(table, ArrayClips(clips), np.arange(3), index, {})
+    expected = torch.cat([chunk_waveform(torch.from_numpy(c).float(), 4, mode) for c in clips])
+    torch.testing.assert_close(decoded.chunks(torch.arange(len(index))), expected)
     assert index.clip.tolist() == [0, 0, 1, 2, 2, 2]
+    subset = decoded.take(np.array([2]))
+    torch.testing.assert_close(subset.chunks(torch.arange(3)), expected[3:])
 
 
 def test_confidence_interval_formula():
