@@ -135,14 +135,23 @@ class RunConfig(StrictModel):
     seed: int = Field(0, description="Seed of the model, the data order, the descriptors and the views.")
     descriptor_sampling: Literal["uniform", "round_robin"] = Field(
         "uniform", description="How each step's training descriptor is drawn (the same on every rank).")
+    descriptors_per_step: int = Field(
+        1, ge=1, description="Training descriptors per step (beyond the paper, which draws one per step): K > 1 "
+        "splits each rank's batch into K equal groups and each group draws its own descriptor, views and kernels "
+        "(distinct descriptors while K <= their number; K = batch_size gives one per sample), the same on every "
+        "rank. Each descriptor then gets K times as many steps: use it when a space has many descriptors for the "
+        "steps (audio: 120 descriptors in a few hundred steps). Must divide batch_size. SimCLR and MoCo-v3 use "
+        "every other sample as a negative whatever its descriptor; per-descriptor projection heads see their own "
+        "groups (at least 2 samples each); MoCo-v2 routes each group to its descriptor's queue and needs "
+        "method.head=shared. Not with a fixed descriptor. 1: one descriptor per step, as before.")
     num_workers: int = Field(2, ge=0, description="Data-loader worker processes; 0 makes views in the main "
                              "process.")
     checkpoint_every: int = Field(100, ge=1, description="Steps between atomic checkpoints (and one at the end).")
     log_every: int = Field(10, ge=1, description="Steps between metric lines in metrics.jsonl.")
     resume: bool = Field(True, description="Continue from output/checkpoint.pt when it exists. The run settings "
-                         "must match the checkpoint's (steps, batch_size, seed, descriptor_sampling, amp, sync_bn, "
-                         "world size); only output, resume, extend, device, num_workers, log_every, "
-                         "checkpoint_every and progress may change.")
+                         "must match the checkpoint's (steps, batch_size, seed, descriptor_sampling, "
+                         "descriptors_per_step, amp, sync_bn, world size); only output, resume, extend, device, "
+                         "num_workers, log_every, checkpoint_every and progress may change.")
     extend: bool = Field(False, description="On resume, allow a larger run.steps than the checkpoint's: the cosine "
                          "learning-rate and momentum schedules are recomputed for the new total, so they jump up at "
                          "the resume step (the run is not the one a fresh run with that many steps would give).")
@@ -156,4 +165,26 @@ class RunConfig(StrictModel):
     def _check(self) -> RunConfig:
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.batch_size % self.descriptors_per_step:
+            raise ValueError(f"descriptors_per_step={self.descriptors_per_step} must divide batch_size="
+                             f"{self.batch_size} (equal groups per descriptor)")
         return self
+
+
+class InitConfig(StrictModel):
+    """Where the encoder starts: its own initialisation, or amortising a plain ResNet (``--init.from``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True,
+                              serialize_by_alias=True)
+
+    from_: str | None = Field(
+        None, alias="from", description="Start the Hyper-ResNet from a plain ResNet (beyond the paper): a run folder "
+        "of this library's plain resnet18/resnet50 pre-training (encoder.safetensors + encoder.json; same modality, "
+        "depth, width and stem, e.g. a --model.fixed_descriptor baseline) or a torchvision-layout ResNet state dict "
+        "(.pth/.pt/.safetensors, as torchvision, lightly or solo-learn save it; prefixes backbone./encoder./module./"
+        "model. are stripped; fc is ignored). Every generator's output bias becomes the plain kernel and its weight "
+        "zero, stem and BatchNorms (statistics too) and an audio front end's normalisation are copied, so at step 0 "
+        "every descriptor gives exactly the plain encoder's features and training learns only how they change per "
+        "descriptor. Use it to amortise an encoder you already trust, or to spend a short budget on the descriptor "
+        "instead of on features from scratch. config.json records the file and its sha256. None: a fresh "
+        "initialisation.")

@@ -1,10 +1,11 @@
 """The modality-free pre-training engine: one loop for every contrastive learner, image or audio.
 
 :func:`pretrain` runs a :class:`core.pretrain.learners.ContrastiveLearner` over a dataset keyed by
-``(index, invariance_id, sample_seed)`` (see :mod:`core.pretrain.sampler`): one training descriptor per step, the
-same on every rank; torchrun DDP with gathered negatives; AMP on CUDA; a cosine learning rate with warm-up and,
-for learners with a momentum encoder, a cosine EMA-momentum schedule, precomputed per step (DINO's
-``cosine_scheduler``). The loop is a readable sequence of the pieces it calls, each in its own module:
+``(index, invariance_id, sample_seed)`` (see :mod:`core.pretrain.sampler`): one training descriptor per step (or
+per group of samples with ``run.descriptors_per_step``), the same on every rank; torchrun DDP with gathered
+negatives; AMP on CUDA; a cosine learning rate with warm-up and, for learners with a momentum encoder, a cosine
+EMA-momentum schedule, precomputed per step (DINO's ``cosine_scheduler``). The loop is a readable sequence of the
+pieces it calls, each in its own module:
 
 - :func:`core.pretrain.step.train_one_step`: forward under autocast, NaN/inf guard, backward, clipping, optimiser
   step, EMA update; a ``prepare_batch`` hook turns the loaded batch into the two views on the device;
@@ -37,6 +38,7 @@ from tqdm import tqdm
 
 from core import distributed
 from core.config import MethodConfig, MomentumMethodConfig, OptimConfig, RunConfig
+from core.invariance import InvarianceSpace
 from core.pretrain.checkpointer import Checkpointer
 from core.pretrain.learners import ContrastiveLearner, MoCoV2
 from core.pretrain.metrics import MetricsLogger
@@ -65,6 +67,18 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def _descriptor_fields(space: InvarianceSpace, ids: list[int]) -> dict[str, Any]:
+    """The metrics.jsonl fields of a step's descriptors: the one descriptor (id and text), or with several groups
+    the number of distinct descriptors and each group's id."""
+    if len(ids) == 1:
+        return {"invariance_id": ids[0], "invariance": str(space[ids[0]])}
+    return {"descriptors": len(set(ids)), "invariance_ids": ids}
+
+
+def _descriptors_text(space: InvarianceSpace, ids: list[int]) -> str:
+    return f"descriptor {space[ids[0]]}" if len(ids) == 1 else f"descriptors {ids}"
 
 
 def _worker_init(_: int) -> None:
@@ -112,8 +126,9 @@ def pretrain(
         NonFiniteLossError: When the loss is NaN or inf; the last good checkpoint is kept.
         CheckpointError: When resuming from a checkpoint of another space or configuration (naming each key
             with its checkpoint and current values); nothing in ``run.output`` has changed then.
-        ValueError: For MoCo-v2 with ``run.sync_bn`` under DDP (it would undo shuffle-BN), or a ``method`` whose
-            momentum settings do not fit the learner.
+        ValueError: For MoCo-v2 with ``run.sync_bn`` under DDP (it would undo shuffle-BN), a ``method`` whose
+            momentum settings do not fit the learner, or ``run.descriptors_per_step > 1`` with a fixed descriptor
+            or a learner that cannot mix descriptors (MoCo-v2 with per-descriptor heads).
     """
     rank, world_size, local_rank, _ = distributed.setup_from_env()
     device = resolve_device(run.device, local_rank)
@@ -122,6 +137,11 @@ def pretrain(
     if has_momentum != learner.uses_momentum:
         raise ValueError(f"method {method.name!r} does not fit a {type(learner).__name__} learner "
                          f"({'with' if learner.uses_momentum else 'without'} a momentum encoder).")
+    groups = run.descriptors_per_step
+    if groups > 1 and fixed_invariance_id is not None:
+        raise ValueError(f"run.descriptors_per_step={groups} draws several descriptors per step, but this run "
+                         "trains on one fixed descriptor; leave run.descriptors_per_step at 1 for the baselines.")
+    learner.check_descriptor_groups(groups, run.batch_size)
 
     # ------------------------------------------------------------------ model and optimiser
     if world_size > 1 and run.sync_bn and isinstance(learner, MoCoV2):
@@ -156,7 +176,7 @@ def pretrain(
     # ------------------------------------------------------------------ data and schedules
     sampler = DescriptorBatchSampler(len(dataset), run.batch_size, space, seed=run.seed,
                                      mode=run.descriptor_sampling, rank=rank, world_size=world_size,
-                                     fixed_id=fixed_invariance_id)
+                                     fixed_id=fixed_invariance_id, descriptors_per_step=groups)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=run.num_workers,
                         pin_memory=device.type == "cuda", worker_init_fn=_worker_init if run.num_workers else None,
                         persistent_workers=run.num_workers > 0)  # no worker restart (1-3 s) per epoch
@@ -175,7 +195,7 @@ def pretrain(
             logger.start_clock()
             for batch in loader:
                 logger.data_ready()
-                invariance_id = int(batch["invariance_id"][0])
+                ids = sampler.invariance_ids(step)  # the step's descriptor per group, as its batch holds them
                 momentum = momentum_schedule[step] if momentum_schedule is not None else None
                 try:
                     last_loss = train_one_step(model, batch, optimizer, device=device, lr=lr_schedule[step],
@@ -183,18 +203,18 @@ def pretrain(
                                                grad_clip=optim.grad_clip, prepare_batch=prepare_batch)
                 except NonFiniteLossError as err:
                     raise NonFiniteLossError(
-                        f"{err} at step {step} (descriptor {space[invariance_id]}); the run stopped and "
+                        f"{err} at step {step} ({_descriptors_text(space, ids)}); the run stopped and "
                         f"{checkpointer.kept()}. Lower optim.lr, set optim.grad_clip, or set run.amp=off."
                     ) from None
                 step += 1
                 fields: dict[str, Any] = {"lr": lr_schedule[step - 1]}
                 if momentum is not None:
                     fields["momentum"] = momentum
-                fields |= {"invariance_id": invariance_id, "invariance": str(space[invariance_id])}
+                fields |= _descriptor_fields(space, ids)
                 logger.log(step, last_loss, samples=len(batch["invariance_id"]) * world_size,
                            epoch=step // sampler.steps_per_epoch, fields=fields)
                 progress.update(1)
-                progress.set_postfix(loss=f"{last_loss:.3f}", descriptor=invariance_id)
+                progress.set_postfix(loss=f"{last_loss:.3f}", descriptor=ids[0] if len(ids) == 1 else len(set(ids)))
                 if step % run.checkpoint_every == 0 or step == run.steps:
                     checkpointer.save(step, learner, optimizer, scaler, last_loss)
                 if on_step is not None:

@@ -3,6 +3,8 @@
 SimCLR / MoCo-v2 use a projection MLP on the backbone features; MoCo-v3 adds a prediction MLP on the query side.
 With a conditioned backbone the paper gives each training descriptor its own projection head (fine for 3
 descriptors); :class:`DescriptorHeads` holds one head per descriptor or one shared head (needed for 26 or 120).
+A batch whose samples have different descriptors is routed: each per-descriptor head projects (and its BatchNorm
+normalises) only its own descriptor's samples.
 
 References:
     - [0] A Simple Framework for Contrastive Learning of Visual Representations (SimCLR), https://arxiv.org/abs/2002.05709
@@ -11,6 +13,7 @@ References:
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 
@@ -47,7 +50,7 @@ class ProjectionHead(nn.Module):
 
 
 class DescriptorHeads(nn.Module):
-    """One head per training descriptor, or a single shared head; called with the step's ``invariance_id``.
+    """One head per training descriptor, or a single shared head; called with the descriptor ids of the batch.
 
     Args:
         num_descriptors: M, the number of training descriptors.
@@ -60,8 +63,26 @@ class DescriptorHeads(nn.Module):
         self.shared = shared
         self.heads = nn.ModuleList(ProjectionHead(**head_kwargs) for _ in range(1 if shared else num_descriptors))
 
-    def forward(self, x: Tensor, invariance_id: int) -> Tensor:
-        """Shape: (B, in_features) -> (B, out_dim)."""
-        if not self.shared and not 0 <= invariance_id < len(self.heads):
-            raise ValueError(f"invariance_id {invariance_id} outside [0, {len(self.heads)}) heads.")
-        return self.heads[0 if self.shared else invariance_id](x)
+    def forward(self, x: Tensor, invariance_id: int | Tensor) -> Tensor:
+        """Project a batch under one descriptor id (an int) or one id per sample (a tensor, shape (B,)).
+
+        Per-sample ids with per-descriptor heads send each descriptor's samples through its own head (in training
+        mode its BatchNorm then needs at least 2 of them).
+
+        Shape: (B, in_features) -> (B, out_dim).
+        """
+        if self.shared:
+            return self.heads[0](x)
+        if not isinstance(invariance_id, Tensor):
+            if not 0 <= invariance_id < len(self.heads):
+                raise ValueError(f"invariance_id {invariance_id} outside [0, {len(self.heads)}) heads.")
+            return self.heads[invariance_id](x)
+        if invariance_id.shape != (x.shape[0],):
+            raise ValueError(f"DescriptorHeads: per-sample ids must have shape ({x.shape[0]},), got "
+                             f"{tuple(invariance_id.shape)}.")
+        unique = torch.unique(invariance_id).tolist()  # sorted
+        if unique[0] < 0 or unique[-1] >= len(self.heads):
+            raise ValueError(f"invariance_id values {unique} outside [0, {len(self.heads)}) heads.")
+        rows = [torch.nonzero(invariance_id == i).flatten() for i in unique]  # each descriptor's samples
+        out = torch.cat([self.heads[i](x[r]) for i, r in zip(unique, rows, strict=True)])  # (B, out_dim), grouped
+        return out[torch.argsort(torch.cat(rows))]  # back in sample order

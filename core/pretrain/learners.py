@@ -1,10 +1,21 @@
 """Contrastive learners conditioned on the step's invariance descriptor: SimCLR, MoCo-v2 and MoCo-v3.
 
 Each learner wraps a backbone called as ``backbone(x, invariance)`` (images, spectrograms or any other batch
-``(B, ...)``) and returns the loss of one step from the two views of one training descriptor:
-``learner(view0, view1, invariance_id)``. The descriptor is the same for the whole batch and on every rank (the
-batch sampler derives it from seed and step), so MoCo-v2's per-descriptor queue only ever receives keys of its
-own descriptor.
+``(B, ...)``) and returns the loss of one step from the two views of each sample:
+``learner(view0, view1, invariance_id)``. ``invariance_id`` is an int when the whole batch has one training
+descriptor (the paper: one per step, from seed and step, the same on every rank), or a tensor of one id per sample
+(shape (B,)) when the batch mixes descriptors (``run.descriptors_per_step > 1``: groups of samples at the same
+positions on every rank). Then the backbone takes the per-sample descriptors ``(B, A)``, and:
+
+- SimCLR and MoCo-v3 (in-batch negatives): a sample's positive is its other view, made and encoded under its own
+  descriptor; its negatives are all other samples' views, whatever their descriptors;
+- per-descriptor projection heads project each descriptor's samples (:class:`DescriptorHeads`); a shared head
+  projects them all;
+- MoCo-v2: each sample's negatives come from its own descriptor's queue and each descriptor's keys go to its own
+  queue only, so a queue still only ever holds keys of its descriptor; it needs a shared head (its shuffle-BN
+  normalises the head's BatchNorm in groups of the whole batch, which a head seeing one descriptor cannot do).
+
+An int id runs exactly the single-descriptor computation.
 
 References:
     - [0] Amortised Invariance Learning for Contrastive Self-Supervision, 2023, https://arxiv.org/abs/2302.12712
@@ -30,13 +41,22 @@ from core.pretrain.shuffle_bn import batch_norm_groups, shuffled_keys
 
 METHODS = ("simclr", "mocov2", "mocov3")
 
+#: One training descriptor for the batch (an int) or one per sample (a tensor of ids, shape (B,)).
+DescriptorIds = int | Tensor
+
+
+def _twice(invariance_id: DescriptorIds) -> DescriptorIds:
+    """The ids of ``torch.cat([view0, view1])``: per-sample ids repeated, an int unchanged."""
+    return torch.cat([invariance_id, invariance_id]) if isinstance(invariance_id, Tensor) else invariance_id
+
 
 class ContrastiveLearner(nn.Module):
     """Backbone + projection head(s) + loss; subclasses define :meth:`forward`.
 
     Args:
         backbone: Called as ``backbone(x, invariance)``, returns (B, num_features).
-        space: The invariance space; ``space.descriptors[invariance_id]`` conditions the backbone.
+        space: The invariance space; ``space.descriptors[invariance_id]`` conditions the backbone (one row per
+            sample for per-sample ids).
         proj_hidden_dim: Projection MLP width.
         proj_dim: Projection output size.
         shared_head: One projection head for all descriptors instead of one per descriptor.
@@ -60,15 +80,26 @@ class ContrastiveLearner(nn.Module):
         self.temperature = temperature
         self.register_buffer("descriptors", space.descriptors, persistent=False)  # (M, A)
 
-    def embed(self, x: Tensor, invariance_id: int, backbone: nn.Module | None = None,
+    def embed(self, x: Tensor, invariance_id: DescriptorIds, backbone: nn.Module | None = None,
               head: DescriptorHeads | None = None) -> Tensor:
-        """Projection of a batch (images, spectrograms, ...) under a training descriptor.
+        """Projection of a batch (images, spectrograms, ...) under a training descriptor or one per sample.
 
-        Shape: (B, ...) -> (B, proj_dim).
+        Shape: (B, ...) and an int or (B,) ids -> (B, proj_dim).
         """
         backbone = self.backbone if backbone is None else backbone
         head = self.head if head is None else head
-        return head(backbone(x, self.descriptors[invariance_id]), invariance_id)
+        return head(backbone(x, self.descriptors[invariance_id]), invariance_id)  # descriptors (A,) or (B, A)
+
+    def check_descriptor_groups(self, groups: int, batch_size: int) -> None:
+        """Raise a clear ``ValueError`` unless batches of ``batch_size`` in ``groups`` descriptor groups can train.
+
+        Per-descriptor heads need at least 2 samples per group for their BatchNorm.
+        """
+        if groups > 1 and not self.head.shared and batch_size // groups < 2:
+            raise ValueError(f"run.descriptors_per_step={groups} at run.batch_size={batch_size} leaves "
+                             f"{batch_size // groups} sample per descriptor group, but each per-descriptor "
+                             "projection head normalises its own group with BatchNorm (at least 2 samples); use "
+                             "method.head=shared or fewer groups.")
 
     @torch.no_grad()
     def momentum_update(self, momentum: float) -> None:
@@ -76,16 +107,20 @@ class ContrastiveLearner(nn.Module):
 
 
 class SimCLR(ContrastiveLearner):
-    """SimCLR with NT-Xent over the ``2N`` views of the step's descriptor, negatives gathered across ranks."""
+    """SimCLR with NT-Xent over the ``2N`` views, negatives gathered across ranks.
+
+    With per-sample descriptors the positives are each sample's two views under its own descriptor and the
+    ``2N - 2`` negatives are all other views, whatever their descriptors.
+    """
 
     def __init__(self, backbone: nn.Module, space: InvarianceSpace, gather_distributed: bool = True,
                  **kwargs) -> None:
         super().__init__(backbone, space, **kwargs)
         self.criterion = NTXentLoss(self.temperature, gather_distributed=gather_distributed)
 
-    def forward(self, view0: Tensor, view1: Tensor, invariance_id: int) -> Tensor:
-        """Loss of one step. Views: (B, ...) each, any modality the backbone takes."""
-        z = self.embed(torch.cat([view0, view1]), invariance_id)  # (2B, proj_dim): one backbone pass
+    def forward(self, view0: Tensor, view1: Tensor, invariance_id: DescriptorIds) -> Tensor:
+        """Loss of one step. Views: (B, ...) each, any modality the backbone takes; an id or (B,) ids."""
+        z = self.embed(torch.cat([view0, view1]), _twice(invariance_id))  # (2B, proj_dim): one backbone pass
         z0, z1 = z.chunk(2)
         return self.criterion(z0, z1)
 
@@ -113,7 +148,7 @@ class _MomentumLearner(ContrastiveLearner):
             torch._foreach_lerp_(target_params, online_params, 1.0 - momentum)
 
     @torch.no_grad()
-    def keys(self, x: Tensor, invariance_id: int) -> Tensor:
+    def keys(self, x: Tensor, invariance_id: DescriptorIds) -> Tensor:
         """Momentum-encoder keys, L2-normalised. Shape: (B, ...) -> (B, proj_dim)."""
         return F.normalize(self.embed(x, invariance_id, self.momentum_backbone, self.momentum_head), dim=1)
 
@@ -124,7 +159,9 @@ class MoCoV2(_MomentumLearner):
     The loss is the paper's one-directional InfoNCE ``ctr(q0, k1)``: queries from ``view0`` by the online
     encoder, keys from ``view1`` by the momentum encoder, negatives from this descriptor's queue, and ``k1`` is
     enqueued. With ``symmetric=True`` it is ``0.5 (ctr(q0, k1) + ctr(q1, k0))`` and both ``k1`` and ``k0`` are
-    enqueued (two keys per sample and step).
+    enqueued (two keys per sample and step). With per-sample descriptor ids each sample's negatives come from
+    its own descriptor's queue (the loss is the mean over all queries) and each descriptor's keys are enqueued
+    into its own queue; this needs a shared projection head.
 
     BatchNorm never lets a key share statistics with its query's group (:mod:`core.pretrain.shuffle_bn`): the
     global batch is normalised in ``bn_groups`` groups, queries in contiguous groups, keys in transposed ones
@@ -175,24 +212,59 @@ class MoCoV2(_MomentumLearner):
                              f"{2 * groups}) or change method.bn_groups.")
         return groups
 
-    def queries(self, x: Tensor, invariance_id: int) -> Tensor:
+    def check_descriptor_groups(self, groups: int, batch_size: int) -> None:
+        """Mixed descriptors need one shared head: shuffle-BN normalises the head in groups of the whole batch."""
+        if groups > 1 and not self.head.shared:
+            raise ValueError(f"MoCo-v2 with run.descriptors_per_step={groups} needs one shared projection head "
+                             "(method.head=shared): its shuffle-BN normalises the head's BatchNorm in groups of the "
+                             "whole batch, which a per-descriptor head that sees only its own samples cannot do.")
+        super().check_descriptor_groups(groups, batch_size)
+
+    def queries(self, x: Tensor, invariance_id: DescriptorIds) -> Tensor:
         """Online-encoder projections, BatchNorm in contiguous groups. Shape: (B, ...) -> (B, proj_dim)."""
         with batch_norm_groups(self.local_bn_groups(x.shape[0]), self.backbone, self.head):
             return self.embed(x, invariance_id)
 
     @torch.no_grad()
-    def keys(self, x: Tensor, invariance_id: int) -> Tensor:
+    def keys(self, x: Tensor, invariance_id: DescriptorIds) -> Tensor:
         """Momentum-encoder keys, L2-normalised, BatchNorm in transposed groups. Shape: (B, ...) -> (B, proj_dim)."""
         groups = self.local_bn_groups(x.shape[0])
 
-        def encode(batch: Tensor) -> Tensor:
+        def encode(batch: Tensor, ids: DescriptorIds = invariance_id) -> Tensor:
             with batch_norm_groups(groups, self.momentum_backbone, self.momentum_head):
-                return F.normalize(self.embed(batch, invariance_id, self.momentum_backbone, self.momentum_head), dim=1)
+                return F.normalize(self.embed(batch, ids, self.momentum_backbone, self.momentum_head), dim=1)
 
+        if isinstance(invariance_id, Tensor):  # the ids travel with the shuffled samples
+            return shuffled_keys(encode, x, groups, ids=invariance_id)
         return shuffled_keys(encode, x, groups)
 
-    def forward(self, view0: Tensor, view1: Tensor, invariance_id: int) -> Tensor:
-        """Loss of one step; enqueues the step's keys into this descriptor's queue only. Views: (B, ...) each."""
+    def _mixed_loss(self, queries: Tensor, keys: Tensor, ids: Tensor, negatives: dict[int, Tensor]) -> Tensor:
+        """Mean InfoNCE over all queries, each against its own descriptor's queue."""
+        loss = queries.new_zeros(())
+        for i, queue in negatives.items():
+            rows = ids == i
+            loss = loss + self.criterion(queries[rows], keys[rows], queue) * (rows.sum() / ids.numel())
+        return loss
+
+    def _forward_mixed(self, view0: Tensor, view1: Tensor, ids: Tensor) -> Tensor:
+        """:meth:`forward` with per-sample ids: queues read and written per descriptor."""
+        # sorted unique ids, the same on every rank (groups sit at the same positions), so the gathers match
+        negatives = {i: self.queues.negatives(i) for i in torch.unique(ids).tolist()}  # each (K, proj_dim)
+        k1 = self.keys(view1, ids)  # (B, proj_dim)
+        loss = self._mixed_loss(self.queries(view0, ids), k1, ids, negatives)
+        keys, key_ids = k1, ids
+        if self.symmetric:
+            k0 = self.keys(view0, ids)
+            loss = 0.5 * (loss + self._mixed_loss(self.queries(view1, ids), k0, ids, negatives))
+            keys, key_ids = torch.cat([k1, k0]), torch.cat([ids, ids])  # (2B, proj_dim), (2B,)
+        for i in negatives:
+            self.queues.enqueue(distributed.concat_all_gather(keys[key_ids == i]), i)
+        return loss
+
+    def forward(self, view0: Tensor, view1: Tensor, invariance_id: DescriptorIds) -> Tensor:
+        """Loss of one step; enqueues the step's keys into their descriptor's queue only. Views: (B, ...) each."""
+        if isinstance(invariance_id, Tensor):
+            return self._forward_mixed(view0, view1, invariance_id)
         negatives = self.queues.negatives(invariance_id)  # (K, proj_dim): this descriptor's keys only
         k1 = self.keys(view1, invariance_id)  # (B, proj_dim)
         loss = self.criterion(self.queries(view0, invariance_id), k1, negatives)
@@ -208,6 +280,9 @@ class MoCoV2(_MomentumLearner):
 class MoCoV3(_MomentumLearner):
     """MoCo-v3: 3-layer projector with affine-free output BN, 2-layer predictor, symmetrised normalised loss.
 
+    In-batch negatives, so per-sample descriptors work as for :class:`SimCLR`: positives are a sample's two views
+    under its descriptor, negatives the other samples whatever their descriptors.
+
     Args:
         pred_hidden_dim: Predictor width.
         gather_distributed: In-batch negatives from all ranks.
@@ -222,11 +297,11 @@ class MoCoV3(_MomentumLearner):
         self.predictor = ProjectionHead(self.proj_dim, pred_hidden_dim, self.proj_dim, num_layers=2)
         self.criterion = MoCoV3Loss(self.temperature, gather_distributed=gather_distributed)
 
-    def forward(self, view0: Tensor, view1: Tensor, invariance_id: int) -> Tensor:
-        q1, q2 = self.predictor(self.embed(torch.cat([view0, view1]), invariance_id)).chunk(2)
+    def forward(self, view0: Tensor, view1: Tensor, invariance_id: DescriptorIds) -> Tensor:
+        ids = _twice(invariance_id)
+        q1, q2 = self.predictor(self.embed(torch.cat([view0, view1]), ids)).chunk(2)
         with torch.no_grad():
-            k1, k2 = self.embed(torch.cat([view0, view1]), invariance_id, self.momentum_backbone,
-                                self.momentum_head).chunk(2)
+            k1, k2 = self.embed(torch.cat([view0, view1]), ids, self.momentum_backbone, self.momentum_head).chunk(2)
         return self.criterion(q1, q2, k1, k2)
 
 

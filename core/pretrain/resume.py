@@ -1,9 +1,11 @@
 """Whether a checkpoint may be resumed with the current settings: every difference, by key, or none.
 
 A resumed run continues exactly or is refused. Every setting that shapes the trajectory must match the
-checkpoint's: the whole config outside ``run`` (model, data, method, optim: compared key by key on the
+checkpoint's: the whole config outside ``run`` (model, data, method, optim, init: compared key by key on the
 ``model_dump()``, so a method or backbone of another kind shows as its differing and missing keys), ``run``
-except :data:`RESUMABLE_RUN_KEYS`, and the world size. ``run.extend`` lets ``run.steps`` grow only.
+except :data:`RESUMABLE_RUN_KEYS`, and the world size. ``run.extend`` lets ``run.steps`` grow only. A setting added
+after a checkpoint was written (:data:`ADDED_KEYS`) matches when it now holds the value that computes what the
+checkpoint's run computed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ RESUMABLE_RUN_KEYS = frozenset(
     {"output", "resume", "extend", "device", "num_workers", "log_every", "checkpoint_every", "progress"}
 )
 _MISSING = "<missing>"
+#: Settings that older checkpoints lack, by dotted key, with the value that reproduces those runs.
+ADDED_KEYS: dict[str, Any] = {"run.descriptors_per_step": 1, "init": {"from": None}}
+
+
+def _added(key: str, saved: Any, current: Any) -> bool:
+    """True when ``key`` is absent from the checkpoint and now holds its value from before it existed."""
+    return saved is _MISSING and key in ADDED_KEYS and current == ADDED_KEYS[key]
 
 
 def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
@@ -29,7 +38,7 @@ def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str
         a, b = saved.get(key, _MISSING), current.get(key, _MISSING)
         if isinstance(a, dict) and isinstance(b, dict):
             diffs += config_differences(a, b, f"{prefix}{key}.")
-        elif a != b:
+        elif a != b and not _added(f"{prefix}{key}", a, b):
             diffs.append(f"{prefix}{key}: {a!r} (checkpoint) vs {b!r} (now)")
     return diffs
 
@@ -39,7 +48,8 @@ def run_differences(saved: dict, current: dict, extend: bool) -> list[str]:
     diffs = []
     for key in sorted((set(saved) | set(current)) - RESUMABLE_RUN_KEYS):
         a, b = saved.get(key, _MISSING), current.get(key, _MISSING)
-        if a == b or (key == "steps" and extend and isinstance(a, int) and isinstance(b, int) and b > a):
+        if a == b or _added(f"run.{key}", a, b) or (key == "steps" and extend and isinstance(a, int)
+                                                    and isinstance(b, int) and b > a):
             continue
         hint = ""
         if key == "steps":

@@ -112,13 +112,15 @@ def key_order(total: int, groups: int) -> Tensor:
 
 
 @torch.no_grad()
-def shuffled_keys(encode: Callable[[Tensor], Tensor], x: Tensor, local_groups: int) -> Tensor:
+def shuffled_keys(encode: Callable[..., Tensor], x: Tensor, local_groups: int, ids: Tensor | None = None) -> Tensor:
     """Keys computed in the transposed BatchNorm groups of the global batch (MoCo's shuffle / unshuffle).
 
     Args:
-        encode: The key encoder of one rank's batch, normalising ``local_groups`` contiguous slices.
+        encode: The key encoder of one rank's batch, normalising ``local_groups`` contiguous slices; called as
+            ``encode(batch)``, or ``encode(batch, batch_ids)`` when ``ids`` is given.
         x: This rank's key views, the positives of its queries. Shape: (B, ...).
         local_groups: g, BatchNorm groups per rank (the global batch has ``W·g``).
+        ids: Per-sample descriptor ids that travel with the shuffled samples. Shape: (B,).
 
     Returns:
         The keys of this rank's samples, in sample order. Shape: (B, D).
@@ -127,7 +129,11 @@ def shuffled_keys(encode: Callable[[Tensor], Tensor], x: Tensor, local_groups: i
     gathered = distributed.concat_all_gather(x)  # (W·B, ...) in sample order
     order = key_order(world * batch, world * local_groups).to(x.device)  # (W·B,)
     mine = slice(rank * batch, (rank + 1) * batch)
-    keys = distributed.concat_all_gather(encode(gathered[order[mine]]))  # (W·B, D) in position order
+    if ids is None:
+        encoded = encode(gathered[order[mine]])
+    else:
+        encoded = encode(gathered[order[mine]], distributed.concat_all_gather(ids)[order[mine]])
+    keys = distributed.concat_all_gather(encoded)  # (W·B, D) in position order
     unshuffled = torch.empty_like(keys)
     unshuffled[order] = keys
     return unshuffled[mine]

@@ -30,6 +30,15 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stopped and its last good checkpoint is kept."""
 
 
+def batch_descriptor_ids(ids: Tensor, device: torch.device) -> int | Tensor:
+    """The learner's ``invariance_id`` for a batch's per-sample ids: an int when they are all one descriptor
+    (the single-descriptor computation), else the ids on ``device``. Shape: (B,) -> int or (B,)."""
+    ids = torch.as_tensor(ids)
+    if bool((ids == ids[0]).all()):
+        return int(ids[0])
+    return ids.to(device, non_blocking=True)
+
+
 def to_device(batch: dict[str, Any], device: torch.device) -> tuple[Tensor, Tensor]:
     """The default :data:`PrepareBatch`: ``batch["view0"]`` and ``batch["view1"]`` moved to ``device``.
 
@@ -54,13 +63,13 @@ def train_one_step(
     grad_clip: float | None = None,
     prepare_batch: PrepareBatch = to_device,
 ) -> float:
-    """One training step on one batch of one training descriptor.
+    """One training step on one batch: one training descriptor, or one per group of samples.
 
     Args:
         model: The learner, or the learner wrapped in ``DistributedDataParallel``; ``model(view0, view1,
-            invariance_id)`` returns the loss.
-        batch: A collated batch with ``invariance_id`` (the step's descriptor, the same for every sample) and
-            whatever ``prepare_batch`` turns into views (by default ``view0`` and ``view1``).
+            invariance_id)`` returns the loss, with an int id or per-sample ids (:func:`batch_descriptor_ids`).
+        batch: A collated batch with ``invariance_id`` (each sample's descriptor id, shape (B,)) and whatever
+            ``prepare_batch`` turns into views (by default ``view0`` and ``view1``).
         optimizer: Its learning rate is set to ``lr`` for this step.
         device: Where the views go.
         lr: Learning rate of this step.
@@ -78,7 +87,7 @@ def train_one_step(
             they were (the message gives the loss; the caller adds which checkpoint is kept).
     """
     learner = model.module if isinstance(model, DistributedDataParallel) else model
-    invariance_id = int(batch["invariance_id"][0])
+    invariance_id = batch_descriptor_ids(batch["invariance_id"], device)
     view0, view1 = prepare_batch(batch, device)
     for group in optimizer.param_groups:
         group["lr"] = lr
