@@ -280,45 +280,71 @@ class HyperResNet(nn.Module):
     def load_resnet_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
         """Warm start from a plain (torchvision-layout) ResNet so the model reproduces it for every descriptor.
 
-        Each generator's output weight becomes zero and its output bias the plain kernel; stem, BatchNorms and
-        (if shapes match) ``fc`` are copied. Load a local file with ``torch.load(path, weights_only=True)``.
+        Each generator's output weight becomes zero and its output bias the plain kernel; stem, BatchNorms (running
+        statistics too) and (if shapes match) ``fc`` are copied; a ``conditioned=False`` model takes the kernels
+        as they are. Keys are torchvision's (``layer1.0.downsample.0.weight``) or this class's own
+        (``downsample.conv`` / ``downsample.bn``), so a plain run of this library loads too. Nothing is copied
+        unless every entry fits. Load a local file with ``torch.load(path, weights_only=True)``.
 
         Raises:
-            ValueError: If a key is missing or a shape differs (e.g. another depth or width).
+            ValueError: Naming every entry of another shape (e.g. another depth, width or stem), every unexpected
+                key and every missing entry.
         """
         own = self.state_dict()
-        loaded: set[str] = set()
+        kernels: list[tuple[nn.Module, Tensor]] = []
+        tensors: list[tuple[str, Tensor]] = []
+        unexpected: list[str] = []
+        mismatched: list[str] = []
+        covered: set[str] = set()
         for key, value in state_dict.items():
             if key.startswith("fc.") and not isinstance(self.fc, nn.Linear):
                 continue
             parts = key.split(".")
             if parts[0].startswith("layer") and parts[-1] == "weight" and _is_conv_key(parts):
                 target = ".".join(parts[:-1]).replace("downsample.0", "downsample.conv")
-                module = self.get_submodule(target)
-                if isinstance(module, PlainConv2d) and module.weight.shape == value.shape:
-                    module.weight.copy_(value)
-                elif isinstance(module, HyperConv2d):
-                    module.generator.warm_start(value)
+                module = _submodule(self, target)
+                if not isinstance(module, HyperConv2d | PlainConv2d):
+                    unexpected.append(key)
+                    continue
+                shape = module.generator.kernel_shape if isinstance(module, HyperConv2d) else module.weight.shape
+                covered.update(k for k in own if k.startswith(f"{target}."))
+                if tuple(value.shape) != tuple(shape):
+                    mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(shape)}")
                 else:
-                    raise ValueError(
-                        f"load_resnet_state_dict: {key} of shape {tuple(value.shape)} does not fit {target}."
-                    )
-                loaded.update(k for k in own if k.startswith(f"{target}."))
+                    kernels.append((module, value))
                 continue
             target = key.replace("downsample.1", "downsample.bn")
             if target not in own:
-                raise ValueError(f"load_resnet_state_dict: unexpected key {key!r} for a HyperResNet{self.depth}.")
+                unexpected.append(key)
+                continue
+            covered.add(target)
             if own[target].shape != value.shape:
-                raise ValueError(
-                    f"load_resnet_state_dict: {key} has shape {tuple(value.shape)}, "
-                    f"expected {tuple(own[target].shape)}."
-                )
-            own[target].copy_(value)
-            loaded.add(target)
+                mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(own[target].shape)}")
+            else:
+                tensors.append((target, value))
         # Block embeddings only feed the (now zeroed) generator weights; everything else must have been given.
-        missing = [k for k in own if k not in loaded and ".embed." not in k and not k.startswith("fc.")]
-        if missing:
-            raise ValueError(f"load_resnet_state_dict: the state dict lacks {len(missing)} entries: {missing[:3]}.")
+        missing = [k for k in own if k not in covered and ".embed." not in k and not k.startswith("fc.")]
+        problems = [f"{len(names)} {what}: {names[:5]}{' ...' if len(names) > 5 else ''}" for what, names in (
+            ("entries of another shape (given vs expected)", mismatched), ("unexpected keys", unexpected),
+            ("entries the state dict lacks", missing)) if names]
+        if problems:
+            raise ValueError(f"load_resnet_state_dict: the weights do not fit this HyperResNet{self.depth} "
+                             f"({self.in_chans} input channels, stem {tuple(self.conv1.weight.shape)}): "
+                             + "; ".join(problems) + ". Nothing was loaded.")
+        for module, value in kernels:
+            if isinstance(module, HyperConv2d):
+                module.generator.warm_start(value)
+            else:
+                module.weight.copy_(value)
+        for target, value in tensors:
+            own[target].copy_(value)
+
+
+def _submodule(model: nn.Module, target: str) -> nn.Module | None:
+    try:
+        return model.get_submodule(target)
+    except AttributeError:
+        return None
 
 
 def _is_conv_key(parts: list[str]) -> bool:

@@ -174,5 +174,5 @@ def test_warm_start_rejects_incomplete_weights() -> None:
     hyper = HyperResNet(GROUPS, depth=18, hidden_dim=1)
     state = torchvision.models.resnet18().state_dict()
     del state["layer2.0.bn1.running_var"]
-    with pytest.raises(ValueError, match="lacks 1 entries"):
+    with pytest.raises(ValueError, match="1 entries the state dict lacks"):
         hyper.load_resnet_state_dict(state)
