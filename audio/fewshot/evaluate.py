@@ -142,8 +142,10 @@ def evaluate(encoder: torch.nn.Module, source: FewShotSource, cfg: FewShotConfig
                         "last_chunk": cfg.last_chunk, "support": "one random chunk per clip",
                         "query": "chunk majority vote, ties by summed log-probabilities",
                         "query_predictions": cfg.episodes * cfg.n_way * cfg.n_query}
+    decoded = [test, source.train] + ([source.train_all] if source.train_all is not None else [])
     out["dataset"] = {"name": source.dataset, "split": source.split, "test_clips": len(test.table),
-                      "test_chunks": len(test.index), "skipped_clips": source.skipped}
+                      "test_chunks": len(test.index), "skipped_clips": source.skipped,
+                      "decoded_float32_bytes": sum(clips.nbytes for clips in decoded)}
     return out
 
 
