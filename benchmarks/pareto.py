@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from benchmarks.pretrained_run import pretrained_run as make_or_reuse_run  # noqa: E402
 from core.checkpoint import load_checkpoint, load_encoder  # noqa: E402
-from core.downstream import grid_refine_probe, invariance_probe  # noqa: E402
+from core.downstream import ProbeConfig, grid_refine_probe, invariance_probe  # noqa: E402
 from core.downstream.baselines import finetune, linear_probe  # noqa: E402
 from core.downstream.protocol import ProbeResult  # noqa: E402
 from vision.tasks import load_task  # noqa: E402
@@ -141,23 +141,24 @@ def main() -> None:
     for task_name in args.tasks.split(","):
         data = load_task(f"synthetic:{task_name}", image_size, space, num_train=args.num_train,
                          num_test=args.num_test, seed=args.seed)
-        task = {"task": data.kind, "metric": data.metric, **common}
-        xy = (encoder, data.x_train, data.y_train, data.x_test, data.y_test)
         points = {}
         print(f"{data.name}: linear readout")
-        points["linear"] = point(linear_probe(*xy, all_on, epochs=args.linear_epochs, **task))
+        points["linear"] = point(linear_probe(encoder, data, all_on,
+                                              ProbeConfig.linear(epochs=args.linear_epochs, **common)))
         print(f"{data.name}: invariance probe (gradient)")
-        probe = invariance_probe(*xy, epochs=args.epochs, **task)
+        probe = invariance_probe(encoder, data, ProbeConfig.invariance(epochs=args.epochs, **common))
         points["invariance"] = point(probe)
         print(f"{data.name}: invariance probe (grid + refine)")
-        points["grid_refine"] = point(grid_refine_probe(*xy, refine_epochs=1, **task))
-        ft = {**task, "lrs": (1e-3,)}
+        points["grid_refine"] = point(grid_refine_probe(encoder, data, ProbeConfig.grid_refine(refine_epochs=1,
+                                                                                               **common)))
+        ft = {**common, "lrs": (1e-3,)}
         for k in range(1, 5):
             print(f"{data.name}: fine-tuning the last {k} stage(s) of the plain network")
-            points[f"ft{k}"] = point(finetune(*xy, all_on, last_k_stages=k, epochs=args.finetune_epochs, **ft))
+            points[f"ft{k}"] = point(finetune(encoder, data, all_on, ProbeConfig.finetune(
+                last_k_stages=k, epochs=args.finetune_epochs, **ft)))
         print(f"{data.name}: fine-tuning all stages within the probe's {probe.wall_time_s:.1f} s")
-        points["ft4_budget"] = point(finetune(*xy, all_on, last_k_stages=4, epochs=10_000,
-                                              time_budget_s=probe.wall_time_s, **ft))
+        points["ft4_budget"] = point(finetune(encoder, data, all_on, ProbeConfig.finetune(
+            last_k_stages=4, epochs=10_000, time_budget_s=probe.wall_time_s, **ft)))
         results[data.name] = {"metric": data.metric, "points": points,
                               "front_trained_params": pareto_front(points, "trained_params"),
                               "front_wall_time_s": pareto_front(points, "wall_time_s")}

@@ -45,12 +45,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from core.checkpoint import load_checkpoint, load_encoder  # noqa: E402
-from core.downstream import ProbeResult, extract_features, grid_refine_probe, invariance_probe  # noqa: E402
+from core.downstream import (  # noqa: E402
+    ProbeConfig,
+    ProbeResult,
+    TaskData,
+    extract_features,
+    grid_refine_probe,
+    invariance_probe,
+)
 from core.downstream.bootstrap import paired_bootstrap_ci  # noqa: E402
-from core.downstream.probe import PROBE_EPOCHS  # noqa: E402
 from core.downstream.protocol import build_setup  # noqa: E402
 from core.downstream.ridge import RIDGE_LAMS, select_ridge  # noqa: E402
-from vision.tasks import TaskData, load_task  # noqa: E402
+from core.downstream.task import PROBE_EPOCHS  # noqa: E402
+from vision.tasks import load_task  # noqa: E402
 
 TASKS = ("shape", "color", "position", "mirror")
 RESULTS = Path(__file__).parent / "results"
@@ -123,9 +130,7 @@ def decisive_coordinates(encoder: nn.Module, data: TaskData, grid: ProbeResult, 
     that coordinate flipped; the paired bootstrap 95% interval (over validation examples) of their validation
     score difference. Decisive when the interval lies above 0. The split is the probes' own (same seed).
     """
-    setup = build_setup(encoder, data.x_train, data.y_train, data.x_test, data.y_test, task=data.kind,
-                        metric=data.metric, val_fraction=0.2, seed=seed, device=None, transform=None,
-                        num_classes=data.num_outputs if data.kind == "classification" else None, batch_size=500)
+    setup = build_setup(encoder, data, ProbeConfig(val_fraction=0.2, seed=seed, batch_size=500))
     rows = torch.cat([setup.train_idx, setup.val_idx])
     n_train = setup.train_idx.numel()
 
@@ -189,11 +194,9 @@ def probe_entry(result: ProbeResult) -> dict:
 
 
 def run_task(encoder: nn.Module, data: TaskData, args: argparse.Namespace, seed: int) -> dict:
-    common = {"task": data.kind, "metric": data.metric, "seed": seed, "batch_size": 256,
-              "num_classes": data.num_outputs if data.kind == "classification" else None}
-    split = (data.x_train, data.y_train, data.x_test, data.y_test)
-    gradient = invariance_probe(encoder, *split, epochs=args.epochs, progress=None, **common)
-    grid = grid_refine_probe(encoder, *split, progress=None, **GRID_REFINE, **common)
+    common = {"seed": seed, "batch_size": 256, "progress": None}
+    gradient = invariance_probe(encoder, data, ProbeConfig.invariance(epochs=args.epochs, **common))
+    grid = grid_refine_probe(encoder, data, ProbeConfig.grid_refine(**GRID_REFINE, **common))
     out_gradient, out_grid = test_outputs(encoder, data, gradient), test_outputs(encoder, data, grid)
     num_classes = data.num_outputs if data.kind == "classification" else None
     difference = paired_bootstrap_ci(data.metric, out_gradient, out_grid, data.y_test, num_classes, seed=seed)

@@ -49,11 +49,18 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from benchmarks.pretrained_run import pretrained_run as make_or_reuse_run  # noqa: E402
 from core.checkpoint import load_checkpoint, load_encoder  # noqa: E402
-from core.downstream import ProbeResult, extract_features, grid_refine_probe, invariance_probe  # noqa: E402
+from core.downstream import (  # noqa: E402
+    ProbeConfig,
+    ProbeResult,
+    TaskData,
+    extract_features,
+    grid_refine_probe,
+    invariance_probe,
+)
 from core.downstream.baselines import finetune, linear_probe  # noqa: E402
 from core.downstream.fewshot import evaluate_episodes  # noqa: E402
 from core.downstream.metrics import compute_metric  # noqa: E402
-from vision.tasks import TaskData, load_task  # noqa: E402
+from vision.tasks import load_task  # noqa: E402
 
 TASKS = ("synthetic:shape", "synthetic:color", "synthetic:position", "synthetic:mirror")
 METHODS = ("linear", "gradient", "grid_refine", "finetune", "finetune_budget")
@@ -159,20 +166,20 @@ def run_task(encoder: torch.nn.Module, image_size: int, task: str, args: argpars
     """
     data = load_task(task, image_size, encoder.space, num_train=args.num_train, num_test=args.num_test,
                      seed=args.seed)
-    num_classes = data.num_outputs if data.kind == "classification" else None
-    common = {"task": data.kind, "metric": data.metric, "batch_size": args.batch_size, "seed": args.seed,
-              "num_classes": num_classes}
+    common = {"batch_size": args.batch_size, "seed": args.seed}
     sweep = {"lrs": [float(v) for v in args.lrs.split(",")],
              "weight_decays": [float(v) for v in args.weight_decays.split(",")]}
-    split = (encoder, data.x_train, data.y_train, data.x_test, data.y_test)
     ones = [1.0] * encoder.space.dim
+    linear = ProbeConfig.linear(epochs=args.linear_epochs, **sweep, **common)
+    gradient = ProbeConfig.invariance(epochs=args.epochs, invariance_lr=args.invariance_lr, **sweep, **common)
+    grid = ProbeConfig.grid_refine(refine_epochs=args.refine_epochs, invariance_lr=args.invariance_lr, **sweep,
+                                   **common)
+    tune = ProbeConfig.finetune(last_k_stages=1, epochs=args.finetune_epochs, **common)
     evaluations: dict[str, Callable[[], ProbeResult]] = {
-        "linear": lambda: linear_probe(*split, ones, epochs=args.linear_epochs, **sweep, **common),
-        "gradient": lambda: invariance_probe(*split, epochs=args.epochs, invariance_lr=args.invariance_lr, **sweep,
-                                             **common),
-        "grid_refine": lambda: grid_refine_probe(*split, refine_epochs=args.refine_epochs,
-                                                 invariance_lr=args.invariance_lr, **sweep, **common),
-        "finetune": lambda: finetune(*split, ones, last_k_stages=1, epochs=args.finetune_epochs, **common),
+        "linear": lambda: linear_probe(encoder, data, ones, linear),
+        "gradient": lambda: invariance_probe(encoder, data, gradient),
+        "grid_refine": lambda: grid_refine_probe(encoder, data, grid),
+        "finetune": lambda: finetune(encoder, data, ones, tune),
     }
     results: dict[str, ProbeResult] = {}
     times: dict[str, list[float]] = {name: [] for name in METHODS}
@@ -203,8 +210,8 @@ def run_task(encoder: torch.nn.Module, image_size: int, task: str, args: argpars
             for stage in stage_times if name == "grid_refine" else ():
                 stage_times[stage].append(result.stages[stage]["wall_time_s"])
     budget = min(times["gradient"])
-    record("finetune_budget", *timed(lambda: finetune(*split, ones, last_k_stages=1, time_budget_s=budget,
-                                                      epochs=10_000, **common)))
+    record("finetune_budget", *timed(lambda: finetune(encoder, data, ones, ProbeConfig.finetune(
+        last_k_stages=1, time_budget_s=budget, epochs=10_000, **common))))
 
     gradient, grid = results["gradient"], results["grid_refine"]
     fastest = {name: min(t) for name, t in times.items()}

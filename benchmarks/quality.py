@@ -55,9 +55,9 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from benchmarks.evidence.scores import readout  # noqa: E402  (the same readout as the invariance benchmark)
 from core.checkpoint import load_checkpoint, load_encoder  # noqa: E402
-from core.downstream import extract_features, grid_refine_probe, invariance_probe  # noqa: E402
-from core.downstream.probe import PROBE_EPOCHS  # noqa: E402
-from vision.tasks import TaskData, load_task  # noqa: E402
+from core.downstream import ProbeConfig, TaskData, extract_features, grid_refine_probe, invariance_probe  # noqa: E402
+from core.downstream.task import PROBE_EPOCHS  # noqa: E402
+from vision.tasks import load_task  # noqa: E402
 
 TASKS = ("shape", "color", "position", "mirror")
 CORNERS = {"both": (1.0, 1.0), "spatial only": (1.0, 0.0), "appearance only": (0.0, 1.0), "none": (0.0, 0.0)}
@@ -136,15 +136,13 @@ def evaluate_amortised(encoder: torch.nn.Module, tasks: dict[str, TaskData], arg
     out = {}
     for task, data in tasks.items():
         entry = {name: readout(f, data, args.seed) for name, f in corner_features.items()}
-        common = {"task": data.kind, "metric": data.metric, "batch_size": 256, "seed": args.seed,
-                  "num_classes": data.num_outputs if data.kind == "classification" else None}
-        split = (data.x_train, data.y_train, data.x_test, data.y_test)
+        common = {"batch_size": 256, "seed": args.seed, "progress": None}
         began = time.perf_counter()
-        gradient = invariance_probe(encoder, *split, epochs=args.probe_epochs, progress=None, **common)
+        gradient = invariance_probe(encoder, data, ProbeConfig.invariance(epochs=args.probe_epochs, **common))
         gradient_time = time.perf_counter() - began
         began = time.perf_counter()
-        grid = grid_refine_probe(encoder, *split, refine_epochs=args.refine_epochs, lrs=(1e-3,), weight_decays=(0.0,),
-                                 invariance_lr=0.05, progress=None, **common)
+        grid = grid_refine_probe(encoder, data, ProbeConfig.grid_refine(
+            refine_epochs=args.refine_epochs, lrs=(1e-3,), weight_decays=(0.0,), invariance_lr=0.05, **common))
         grid_time = time.perf_counter() - began
         for column, probe, wall in (("learned", gradient, gradient_time), ("grid+refine", grid, grid_time)):
             entry[column] = readout(features_at(encoder, images, probe.invariance), data, args.seed) | {

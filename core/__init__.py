@@ -9,15 +9,17 @@ The conditioning input is called ``invariance`` everywhere: one descriptor for t
 sample ``(B, A)``. An integer index into an :class:`InvarianceSpace` is an ``invariance_id``.
 
 Layout (each name has one home module; the package ``__init__`` files re-export the public ones):
-    ``invariance`` the descriptor space · ``conditioning/`` hypernetwork and prompt conditioners ·
-    ``backbones/`` the Hyper-ResNet shared by the modalities · ``pretrain/`` engine, learners, losses, queues,
-    heads, schedules, sampler · ``downstream/`` probes, protocol, baselines, features, ridge, metrics, few-shot,
-    measurement, bound · ``checkpoint``, ``config``, ``cli``, ``distributed`` beside them.
+    ``invariance`` the descriptor space and its registry of named spaces · ``conditioning/`` hypernetwork and
+    prompt conditioners · ``backbones/`` the Hyper-ResNet shared by the modalities · ``pretrain/`` engine,
+    learners, losses, queues, heads, schedules, sampler · ``downstream/`` task and probe config, probes,
+    protocol, baselines, features, ridge, metrics, few-shot, measurement, bound, the evaluation driver ·
+    ``checkpoint``, ``config``, ``cli``, ``distributed`` beside them.
 """
 
 from core.checkpoint import load_encoder
 from core.downstream.probe import grid_refine_probe, invariance_probe
-from core.invariance import InvarianceDescriptor, InvarianceSpace, quantize
+from core.downstream.task import ProbeConfig, TaskData
+from core.invariance import InvarianceDescriptor, InvarianceSpace, quantize, register_space
 from core.pretrain.losses import InfoNCELoss, MoCoV3Loss, NTXentLoss
 from core.pretrain.queues import DescriptorQueues
 
@@ -28,8 +30,11 @@ __all__ = [
     "InvarianceSpace",
     "MoCoV3Loss",
     "NTXentLoss",
+    "ProbeConfig",
+    "TaskData",
     "grid_refine_probe",
     "invariance_probe",
     "load_encoder",
     "quantize",
+    "register_space",
 ]

@@ -6,7 +6,13 @@ least ``min_active`` ones. Downstream tasks learn a continuous :class:`Invarianc
 
 Enumeration order (stable, so a descriptor id means the same thing across runs and checkpoints): by the number
 of active factors, fewest first; within one count, by the positions of the active factors in lexicographic
-order (``itertools.combinations``). For ``("spatial", "appearance")`` this gives ``[1,0] [0,1] [1,1]``.
+order (``itertools.combinations``). For ``("crop", "color")`` this gives ``[1,0] [0,1] [1,1]``.
+
+Named spaces (:meth:`InvarianceSpace.from_name`) come from a registry that core fills but never defines: a package
+declares its spaces as Python entry points of the group ``amortised_invariance.spaces`` (each an
+:class:`InvarianceSpace`, named by the entry point; this project's ``pyproject.toml`` declares the vision and audio
+ones), and code can add its own with :func:`register_space`. Checkpoints store the names and ``min_active``
+themselves, so loading one never needs the registry.
 
 References:
     - [0] Amortised Invariance Learning for Contrastive Self-Supervision, 2023, https://arxiv.org/abs/2302.12712
@@ -17,13 +23,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
 
 import torch
 from torch import Tensor
 
-VISION_GROUPS = ("spatial", "appearance")
-VISION_INDIVIDUAL = ("crop", "color", "grayscale", "blur", "flip")
-AUDIO_CLAR = ("pitch_shift", "fade", "white_noise", "mixed_noise", "time_mask", "time_shift", "time_stretch")
+#: Entry-point group of the named spaces a package registers (each entry point loads an :class:`InvarianceSpace`).
+SPACE_GROUP = "amortised_invariance.spaces"
 
 
 class InvarianceSpace:
@@ -32,7 +38,7 @@ class InvarianceSpace:
     Args:
         names: Factor names; coordinate ``j`` of a descriptor means ``names[j]``.
         min_active: Fewest factors a training descriptor switches on (at least 1: never all-zero).
-        name: Optional registry name (``"vision_groups"``, ``"vision_individual"``, ``"audio"``).
+        name: Optional registry name (see :meth:`from_name`).
 
     Raises:
         ValueError: On empty or duplicate names, or ``min_active`` outside ``[1, len(names)]``.
@@ -62,10 +68,12 @@ class InvarianceSpace:
     # ------------------------------------------------------------------ registry
     @classmethod
     def from_name(cls, name: str) -> InvarianceSpace:
-        """One of the named spaces: ``vision_groups`` (3), ``vision_individual`` (26), ``audio`` (120)."""
-        if name not in _NAMED_SPACES:
-            raise ValueError(f"Unknown invariance space {name!r}; expected one of {sorted(_NAMED_SPACES)}.")
-        names, min_active = _NAMED_SPACES[name]
+        """A new space equal to the one registered as ``name`` (:func:`registered_spaces`).
+
+        Raises:
+            ValueError: For a name nobody registered, listing the registered ones.
+        """
+        names, min_active = _lookup(name)
         return cls(names, min_active, name=name)
 
     def to_dict(self) -> dict:
@@ -242,11 +250,63 @@ def _mix(seed: int, step: int) -> int:
     return (z ^ (z >> 31)) & 0x7FFFFFFFFFFFFFFF
 
 
-_NAMED_SPACES: dict[str, tuple[tuple[str, ...], int]] = {
-    "vision_groups": (VISION_GROUPS, 1),
-    "vision_individual": (VISION_INDIVIDUAL, 2),
-    "audio": (AUDIO_CLAR, 2),
-}
+# ---------------------------------------------------------------------------------------------- registry
+#: Spaces registered in this process (:func:`register_space`) and entry-point spaces once loaded: name -> (names,
+#: min_active).
+_SPACES: dict[str, tuple[tuple[str, ...], int]] = {}
+
+
+def _entry_points() -> dict[str, EntryPoint]:
+    """The group's entry points by name (not loaded)."""
+    return {ep.name: ep for ep in entry_points(group=SPACE_GROUP)}
+
+
+def registered_names() -> list[str]:
+    """Every registered space name, sorted: the entry points' and :func:`register_space`'s."""
+    return sorted(set(_SPACES) | set(_entry_points()))
+
+
+def _lookup(name: str) -> tuple[tuple[str, ...], int]:
+    if name in _SPACES:
+        return _SPACES[name]
+    point = _entry_points().get(name)
+    if point is None:
+        raise ValueError(f"Unknown invariance space {name!r}; expected one of {registered_names()} (entry points "
+                         f"of {SPACE_GROUP!r}, or register_space).")
+    space = point.load()
+    if not isinstance(space, InvarianceSpace):
+        raise ValueError(f"Entry point {name!r} of {SPACE_GROUP!r} ({point.value}) must be an InvarianceSpace, "
+                         f"got {type(space).__name__}.")
+    _SPACES[name] = (space.names, space.min_active)
+    return _SPACES[name]
+
+
+def register_space(name: str, names: Sequence[str], min_active: int = 1) -> None:
+    """Register a named space in this process, so that ``InvarianceSpace.from_name(name)`` builds it.
+
+    Registering the same definition again is a no-op.
+
+    Raises:
+        ValueError: For an invalid space, or a name already registered (or declared as an entry point) with other
+            factors or ``min_active``: a name must keep its meaning, since checkpoints and reports use it.
+    """
+    space = InvarianceSpace(names, min_active, name=name)
+    known = None
+    if name in _SPACES or name in _entry_points():
+        known = _lookup(name)
+    if known is not None and known != (space.names, space.min_active):
+        raise ValueError(f"Invariance space {name!r} is already registered as names={known[0]}, "
+                         f"min_active={known[1]}; choose another name.")
+    _SPACES[name] = (space.names, space.min_active)
+
+
+def registered_spaces() -> dict[str, InvarianceSpace]:
+    """Every registered space by name (loads the entry points).
+
+    Raises:
+        ValueError: If an entry point does not load an :class:`InvarianceSpace`.
+    """
+    return {name: InvarianceSpace.from_name(name) for name in registered_names()}
 
 
 @dataclass(frozen=True, eq=True)
@@ -254,7 +314,7 @@ class InvarianceDescriptor:
     """A validated descriptor in ``[0, 1]^A`` tied to its space.
 
     Build it with :meth:`InvarianceSpace.descriptor` (or ``space[invariance_id]``) so that it is validated.
-    ``str(d)`` prints it by name: ``spatial=0.31 appearance=0.88``.
+    ``str(d)`` prints it by name: ``crop=0.31 color=0.88``.
     """
 
     space: InvarianceSpace
@@ -296,10 +356,11 @@ def quantize(invariance: Tensor, bits: int) -> Tensor:
 
 
 __all__ = [
-    "AUDIO_CLAR",
-    "VISION_GROUPS",
-    "VISION_INDIVIDUAL",
+    "SPACE_GROUP",
     "InvarianceDescriptor",
     "InvarianceSpace",
     "quantize",
+    "register_space",
+    "registered_names",
+    "registered_spaces",
 ]

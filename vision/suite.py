@@ -37,14 +37,15 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from core import cli
-from core.checkpoint import CheckpointError, load_encoder, load_run_config
+from core.checkpoint import load_encoder, load_run_config
 from core.config import StrictModel
 from core.downstream import descriptor_grid, extract_features
 from core.downstream.fewshot.regression import fewshot_regression
+from core.downstream.task import TaskData
 from vision import evaluate
 from vision.datasets import READERS, find_datasets
 from vision.synthetic import TASKS as SYNTHETIC_TASKS
-from vision.tasks import TaskData, load_task
+from vision.tasks import load_task
 
 #: Column titles of the paper's tables.
 TITLES = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "caltech101": "Caltech101", "flowers102": "Flowers",
@@ -233,8 +234,4 @@ def main(cfg: SuiteConfig) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main(cli.parse(SuiteConfig, prog="python -m vision.suite"))
-    except (CheckpointError, FileNotFoundError, ValueError) as err:
-        print(f"python -m vision.suite: error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
+    cli.run(main, SuiteConfig, prog="python -m vision.suite")

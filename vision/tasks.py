@@ -8,11 +8,12 @@ The paper's datasets (:data:`vision.datasets.READERS`: ``flowers102``, ``caltech
 named ``NAME:DIR`` or ``NAME`` with ``data_root``, where the folder holds the official layout. Their images stay
 on disk: ``x_train``/``x_test`` are :class:`vision.datasets.ImageStore` objects, decoded on access at the
 pre-training resolution (cached as uint8 only when a split fits in memory), which the probes index like tensors.
+
+Every task is a :class:`core.downstream.task.TaskData`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ import torchvision.transforms.v2.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from core.downstream.task import TaskData
 from core.invariance import InvarianceSpace
 from vision.augmentations import ViewTransform, center_resize
 from vision.data import ImageFolderDataset, load_cifar
@@ -28,35 +30,6 @@ from vision.synthetic import TASKS, SyntheticShapes, task_targets
 
 #: Seed offset of the downstream synthetic images (pre-training uses the run seed itself).
 EVAL_SEED_OFFSET = 10_000
-
-
-@dataclass
-class TaskData:
-    """A downstream task held in memory.
-
-    Attributes:
-        name: Task spec, e.g. ``synthetic:shape``.
-        kind: ``classification`` or ``regression``.
-        metric: ``top1``, ``mean_per_class`` or ``r2``.
-        num_outputs: Classes, or regression outputs.
-        x_train: Shape: (N, 3, H, W), normalised floats (or an :class:`ImageStore` that yields them).
-        y_train: Shape: (N,) long, or (N, num_outputs) float.
-        x_test: Shape: (M, 3, H, W).
-        y_test: Shape: (M,) or (M, num_outputs).
-        protocol: The split rule that made train and test.
-        fewshot: Whether the paper evaluates the task with few-shot episodes.
-    """
-
-    name: str
-    kind: str
-    metric: str
-    num_outputs: int
-    x_train: Tensor | ImageStore
-    y_train: Tensor
-    x_test: Tensor | ImageStore
-    y_test: Tensor
-    protocol: str = ""
-    fewshot: bool = False
 
 
 def _prepare(dataset: Dataset, indices: Tensor | range, transform: ViewTransform) -> Tensor:

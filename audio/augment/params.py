@@ -28,7 +28,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from core.invariance import AUDIO_CLAR
+from audio.spaces import AUDIO_CLAR
 
 #: Factor names in descriptor order.
 FACTORS: tuple[str, ...] = tuple(AUDIO_CLAR)

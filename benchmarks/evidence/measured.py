@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from audio.spaces import AUDIO_CLAR
 from benchmarks.evidence.scores import training_points
 from core.downstream.batchnorm import recalibrate_batchnorm
 from core.downstream.measure import (
@@ -39,7 +40,8 @@ from core.downstream.measure import (
     monotonicity,
     radar_plot,
 )
-from core.invariance import AUDIO_CLAR, VISION_GROUPS, InvarianceSpace
+from core.invariance import InvarianceSpace
+from vision.spaces import VISION_GROUPS
 
 #: Factors measured per descriptor coordinate, by space.
 COORDINATE_FACTORS: dict[str, dict[str, tuple[str, ...]]] = {

@@ -29,9 +29,15 @@ from sklearn.metrics import r2_score
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from core.downstream import extract_features, grid_refine_probe, invariance_probe, split_train_val
+from core.downstream import (
+    ProbeConfig,
+    TaskData,
+    extract_features,
+    grid_refine_probe,
+    invariance_probe,
+    split_train_val,
+)
 from core.invariance import InvarianceSpace
-from vision.tasks import TaskData
 
 PENALTIES = (0.01, 0.1, 1.0, 10.0)  # logistic C; ridge alpha = 1 / C
 #: grid + refine as ``benchmarks/quality.py`` and ``probe_convergence.py`` run it.
@@ -105,14 +111,12 @@ def score_amortised(encoder: nn.Module, tasks: Mapping[str, TaskData], seed: int
     out: dict[str, dict] = {}
     for task, data in tasks.items():
         entry: dict[str, dict] = {name: readout(f, data, seed) for name, f in at_points.items()}
-        common = {"task": data.kind, "metric": data.metric, "batch_size": 256, "seed": seed, "progress": None,
-                  "num_classes": data.num_outputs if data.kind == "classification" else None}
-        split = (data.x_train, data.y_train, data.x_test, data.y_test)
+        common = {"batch_size": 256, "seed": seed, "progress": None}
         began = time.perf_counter()
-        gradient = invariance_probe(encoder, *split, epochs=probe_epochs, **common)
+        gradient = invariance_probe(encoder, data, ProbeConfig.invariance(epochs=probe_epochs, **common))
         timings[f"{task}_gradient_probe_s"] = time.perf_counter() - began
         began = time.perf_counter()
-        grid = grid_refine_probe(encoder, *split, **GRID_REFINE, **common)
+        grid = grid_refine_probe(encoder, data, ProbeConfig.grid_refine(**GRID_REFINE, **common))
         timings[f"{task}_grid_refine_s"] = time.perf_counter() - began
         for column, probe in (("learned", gradient), ("grid_refine", grid)):
             entry[column] = readout(_features(encoder, inputs, probe.invariance), data, seed) | {

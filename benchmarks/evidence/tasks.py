@@ -28,8 +28,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from core.downstream.task import TaskData
 from core.invariance import InvarianceSpace
-from vision.tasks import EVAL_SEED_OFFSET, TaskData, load_task
+from vision.tasks import EVAL_SEED_OFFSET, load_task
 
 VISION_TASKS = ("color", "position", "mirror")
 AUDIO_TASKS = ("timbre", "pitch", "onset")

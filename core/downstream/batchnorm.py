@@ -40,7 +40,7 @@ class _PooledMoments:
 
     def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         x = args[0].detach().double()
-        values = x.transpose(0, 1).reshape(x.shape[1], -1)  # (C, N·spatial): channel is dim 1 in every BatchNorm
+        values = x.transpose(0, 1).reshape(x.shape[1], -1)  # (C, N·rest): channel is dim 1 in every BatchNorm
         count = values.shape[1]
         mean = values.mean(dim=1)  # (C,)
         squares = (values - mean[:, None]).square().sum(dim=1)  # (C,)

@@ -19,11 +19,15 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from core.invariance import InvarianceDescriptor, InvarianceSpace
+
+if TYPE_CHECKING:  # task.py imports modules that import this one; the protocol is only an annotation here
+    from core.downstream.task import LazyRows
 
 Transform = Callable[[Tensor], Tensor]
 DescriptorLike = InvarianceDescriptor | Tensor | Sequence[float]
@@ -100,8 +104,9 @@ class InputRows:
     Args:
         inputs: A tensor ``(N, ...)`` of what the encoder takes (normalised images ``(N, C, H, W)``, waveforms
             ``(N, samples)``), or anything ``transform`` turns into it; or a lazy store that behaves like that
-            tensor for indexing (``shape``, ``dim()``, ``is_floating_point()``, ``device`` and
-            ``inputs[rows] -> Tensor``) and reads the rows on access, so a dataset never sits in memory whole.
+            tensor for indexing (:class:`~core.downstream.task.LazyRows`: ``shape``, ``dim()``,
+            ``is_floating_point()``, ``device`` and ``inputs[rows] -> Tensor``) and reads the rows on access, so a
+            dataset never sits in memory whole.
         transform: Applied to each batch on the device, e.g. uint8 → normalised float.
         device: The encoder's device.
         name: How error messages call these inputs (``"x_train"``).
@@ -111,7 +116,7 @@ class InputRows:
             ``transform``.
     """
 
-    def __init__(self, inputs: Tensor, transform: Transform | None, device: torch.device, name: str) -> None:
+    def __init__(self, inputs: LazyRows, transform: Transform | None, device: torch.device, name: str) -> None:
         lazy = not isinstance(inputs, Tensor) and all(hasattr(inputs, a) for a in ("shape", "dim", "__getitem__"))
         if not (isinstance(inputs, Tensor) or lazy) or inputs.dim() < 2:
             raise ValueError(f"{name} must be a tensor (N, ...) of encoder inputs, or a store indexed like one.")

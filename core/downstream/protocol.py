@@ -1,9 +1,8 @@
 """The evaluation protocol every downstream probe and baseline shares: task, split, scoring, test phase, result.
 
 One protocol for :func:`~core.downstream.probe.invariance_probe`, :func:`~core.downstream.probe.grid_refine_probe`,
-:func:`~core.downstream.baselines.linear_probe` and :func:`~core.downstream.baselines.finetune`, which fixes what the
-authors'
-downstream code got wrong (official-code-notes §6, §9):
+:func:`~core.downstream.baselines.linear_probe` and :func:`~core.downstream.baselines.finetune`, each reading a
+:class:`~core.downstream.task.TaskData` with a :class:`~core.downstream.task.ProbeConfig`:
 
 - A validation split carved from the training data (:func:`split_train_val`: seeded, stratified for
   classification) selects the epoch and the (learning rate, weight decay) pair of a small sweep; epoch 0 (the
@@ -25,15 +24,18 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.downstream.features import InputRows, Transform, encode_all, encoder_space, resolve_device
+from core.downstream.features import InputRows, encode_all, encoder_space, resolve_device
 from core.downstream.metrics import compute_metric
 from core.invariance import InvarianceSpace
+
+if TYPE_CHECKING:  # task.py imports this module's neighbours; the types are only annotations here
+    from core.downstream.task import ProbeConfig, TaskData
 
 TASK_METRICS: dict[str, tuple[str, ...]] = {"classification": ("top1", "mean_per_class"), "regression": ("r2",)}
 
@@ -69,7 +71,7 @@ class ProbeResult:
         val_score: Validation score that selected it.
         invariance: The descriptor, coordinate ``j`` meaning ``space.names[j]``.
         invariance_by_name: The same, by factor name.
-        descriptor: The same, printed (``spatial=0.31 appearance=0.88``).
+        descriptor: The same, printed (``crop=0.31 color=0.88``).
         wall_time_s: Wall-clock time of the whole call, test evaluation included.
         trained_params: Parameters learned: the head, plus A for a learned descriptor, plus the fine-tuned stages.
         hyperparameters: The selected learning rate, weight decay and epoch, and the fixed settings.
@@ -208,53 +210,55 @@ class ProbeSetup:
         return extra
 
 
-def build_setup(encoder: nn.Module, x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, *, task: str,
-          metric: str | None, val_fraction: float, seed: int, device: str | torch.device | None,
-          transform: Transform | None, num_classes: int | None, batch_size: int) -> ProbeSetup:
-    """Validate a probe's data and arguments, carve the validation split and encode the task.
+def build_setup(encoder: nn.Module, task: TaskData, config: ProbeConfig) -> ProbeSetup:
+    """Validate a probe's task and settings, carve the validation split and encode the task.
+
+    Uses the task's kind, metric, classes (``num_outputs``) and ``transform``, and the config's
+    ``val_fraction``, ``seed``, ``device`` and ``batch_size``.
 
     Raises:
-        ValueError: On an unknown task or metric, a bad batch size or device, empty or mismatched splits,
-            labels outside ``[0, num_classes)`` or regression targets that are not (N,) or (N, K).
+        ValueError: On an unknown task kind or metric, a bad batch size or device, empty or mismatched splits,
+            labels outside ``[0, num_outputs)`` or regression targets that are not (N,) or (N, K).
     """
-    if task not in TASK_METRICS:
-        raise ValueError(f"Unknown task {task!r}; expected one of {tuple(TASK_METRICS)}.")
-    metric = TASK_METRICS[task][0] if metric is None else metric
-    if metric not in TASK_METRICS[task]:
-        raise ValueError(f"Metric {metric!r} does not fit task {task!r}; expected one of {TASK_METRICS[task]}.")
+    kind, metric, num_classes, batch_size = task.kind, task.metric or None, task.num_classes, config.batch_size
+    if kind not in TASK_METRICS:
+        raise ValueError(f"Unknown task kind {kind!r}; expected one of {tuple(TASK_METRICS)}.")
+    metric = TASK_METRICS[kind][0] if metric is None else metric
+    if metric not in TASK_METRICS[kind]:
+        raise ValueError(f"Metric {metric!r} does not fit task kind {kind!r}; expected one of {TASK_METRICS[kind]}.")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    device = resolve_device(encoder, device)
+    device = resolve_device(encoder, config.device)
     space = encoder_space(encoder)
-    train_images = InputRows(x_train, transform, device, "x_train")
-    test_images = InputRows(x_test, transform, device, "x_test")
-    y_train, y_test = torch.as_tensor(y_train).to(device), torch.as_tensor(y_test).to(device)
+    train_images = InputRows(task.x_train, task.transform, device, "x_train")
+    test_images = InputRows(task.x_test, task.transform, device, "x_test")
+    y_train, y_test = torch.as_tensor(task.y_train).to(device), torch.as_tensor(task.y_test).to(device)
     for name, y, n in (("y_train", y_train, len(train_images)), ("y_test", y_test, len(test_images))):
         if n == 0:
             raise ValueError(f"{name}: the split is empty.")
         if y.shape[:1] != (n,):
             raise ValueError(f"{name} has {tuple(y.shape)[:1]} rows for {n} images.")
-    if task == "classification":
+    if kind == "classification":
         for name, y in (("y_train", y_train), ("y_test", y_test)):
             if y.dim() != 1 or y.is_floating_point() or y.dtype == torch.bool or int(y.min()) < 0:
                 raise ValueError(f"{name} must hold non-negative integer class labels (N,) for classification.")
         num_classes = int(y_train.max()) + 1 if num_classes is None else int(num_classes)
         if int(y_train.max()) >= num_classes or int(y_test.max()) >= num_classes:
             raise ValueError(f"Labels reach {max(int(y_train.max()), int(y_test.max()))}, outside "
-                             f"[0, num_classes={num_classes}); pass num_classes.")
+                             f"[0, num_classes={num_classes}); the task's num_outputs must cover every label.")
         y_train, y_test = y_train.long(), y_test.long()
-        train_idx, val_idx = split_train_val(len(train_images), val_fraction, seed, labels=y_train.cpu())
-        return ProbeSetup(task, metric, num_classes, num_classes, device, space, train_images, test_images,
+        train_idx, val_idx = split_train_val(len(train_images), config.val_fraction, config.seed, labels=y_train.cpu())
+        return ProbeSetup(kind, metric, num_classes, num_classes, device, space, train_images, test_images,
                           y_train, y_test, y_train, train_idx.to(device), val_idx.to(device))
     if y_train.dim() not in (1, 2) or y_test.dim() != y_train.dim():
         raise ValueError(f"Regression targets must be (N,) or (N, K), got {tuple(y_train.shape)} and "
                          f"{tuple(y_test.shape)}.")
     y_train, y_test = y_train.float().reshape(len(y_train), -1), y_test.float().reshape(len(y_test), -1)
-    train_idx, val_idx = (i.to(device) for i in split_train_val(len(train_images), val_fraction, seed))
+    train_idx, val_idx = (i.to(device) for i in split_train_val(len(train_images), config.val_fraction, config.seed))
     fit_part = y_train[train_idx]
     mean, std = fit_part.mean(dim=0), fit_part.std(dim=0, correction=0)
     std = torch.where(std > 0, std, torch.ones_like(std))  # constant target: only centre it
-    return ProbeSetup(task, metric, y_train.shape[1], None, device, space, train_images, test_images, y_train,
+    return ProbeSetup(kind, metric, y_train.shape[1], None, device, space, train_images, test_images, y_train,
                       y_test, (y_train - mean) / std, train_idx, val_idx, mean, std)
 
 

@@ -50,3 +50,24 @@ def test_bad_inputs_are_clear_errors() -> None:
         encoder(torch.randn(2, 1, 1, 32, 10), SPACE.descriptors[0])
     with pytest.raises(ValueError, match="stem"):
         create_backbone("resnet18", SPACE, stem="cifar")
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_parameter_gets_a_gradient(name: str, device: torch.device) -> None:
+    """As timm's model tests: a path that bypasses a weight (a generator never used) shows up as a missing grad."""
+    torch.manual_seed(0)
+    encoder = create_backbone(name, SPACE, **TINY).to(device).train()
+    encoder.frontend.set_statistics(-20.0, 15.0)
+    for module in encoder.modules():  # unblock zero-initialised residual branches so every parameter is reachable
+        if isinstance(module, torch.nn.BatchNorm2d):
+            torch.nn.init.ones_(module.weight)
+    invariance = torch.full((SPACE.dim,), 0.5, device=device, requires_grad=True)
+    out = encoder(torch.randn(4, 8000, device=device), invariance)
+    assert out.shape == (4, encoder.num_features) and torch.isfinite(out).all()
+    out.square().mean().backward()
+    params = dict(encoder.named_parameters())
+    missing = [n for n, p in params.items() if p.grad is None]
+    assert params and not missing, missing
+    assert all(torch.isfinite(p.grad).all() for p in params.values())
+    conditioned = name.startswith("hyper")
+    assert conditioned == bool(invariance.grad is not None and invariance.grad.abs().sum() > 0)

@@ -10,13 +10,14 @@ import pytest
 import torch
 
 from audio.models import create_backbone as audio_backbone
+from audio.spaces import AUDIO_CLAR
 from benchmarks.evidence.measured import (
     COORDINATE_FACTORS,
     measure_encoder,
     measurement_inputs,
     radar_plots,
 )
-from core.invariance import AUDIO_CLAR, InvarianceSpace
+from core.invariance import InvarianceSpace
 from vision.models import create_backbone as vision_backbone
 
 VISION_FACTORS = ["crop", "color", "grayscale", "blur", "flip"]

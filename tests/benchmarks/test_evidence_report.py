@@ -12,8 +12,8 @@ from benchmarks.evidence.recipes import AUDIO, AUDIO_SPECTRAL, AUDIO_TEMPORAL, V
 from benchmarks.evidence.scores import readout, training_points
 from benchmarks.evidence.tasks import draw_test_inputs, load_tasks
 from core import cli
+from core.downstream.task import TaskData
 from core.invariance import InvarianceSpace
-from vision.tasks import TaskData
 
 
 def test_every_recipe_is_a_valid_command_line() -> None:

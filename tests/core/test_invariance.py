@@ -1,9 +1,12 @@
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
 
+import core.invariance as invariance
 from core import InvarianceDescriptor, InvarianceSpace, quantize
+from core.invariance import register_space, registered_names, registered_spaces
 
 
 @pytest.mark.parametrize(
@@ -133,3 +136,52 @@ def test_parse_is_the_one_text_form() -> None:
                          ("crop=2", r"\[0, 1\]"), ("crop,crop=0", "given twice"), ("crop=nan", "NaN")]:
         with pytest.raises(ValueError, match=message):
             space.parse(bad)
+
+
+def test_entry_point_spaces_are_registered_with_their_names_and_order() -> None:
+    from audio.spaces import AUDIO_CLAR
+    from vision.spaces import VISION_GROUPS, VISION_INDIVIDUAL
+
+    assert {"vision_groups", "vision_individual", "audio"} <= set(registered_names())
+    spaces = registered_spaces()
+    # Checkpoints store these names and min_active: they must never change.
+    assert spaces["vision_groups"].names == VISION_GROUPS == ("spatial", "appearance")
+    assert spaces["vision_individual"].names == VISION_INDIVIDUAL == ("crop", "color", "grayscale", "blur", "flip")
+    assert spaces["audio"].names == AUDIO_CLAR == ("pitch_shift", "fade", "white_noise", "mixed_noise", "time_mask",
+                                                   "time_shift", "time_stretch")
+    assert [spaces[n].min_active for n in ("vision_groups", "vision_individual", "audio")] == [1, 2, 2]
+    assert InvarianceSpace.from_name("audio") is not InvarianceSpace.from_name("audio")  # a fresh space each call
+
+
+def test_register_space_and_unknown_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(invariance, "_SPACES", dict(invariance._SPACES))  # leave the process registry as it was
+    register_space("test_crop_color", ("crop", "color"), min_active=1)
+    space = InvarianceSpace.from_name("test_crop_color")
+    assert space.names == ("crop", "color") and len(space) == 3 and space.name == "test_crop_color"
+    assert "test_crop_color" in registered_names()
+    register_space("test_crop_color", ("crop", "color"), min_active=1)  # the same definition again: a no-op
+    with pytest.raises(ValueError, match="already registered"):
+        register_space("test_crop_color", ("color", "crop"), min_active=1)
+    with pytest.raises(ValueError, match="already registered"):
+        register_space("audio", ("crop", "color"))  # an entry-point name keeps its meaning
+    with pytest.raises(ValueError, match="min_active"):
+        register_space("test_bad", ("crop",), min_active=2)
+    with pytest.raises(ValueError, match=r"Unknown invariance space 'nope'.*'audio'.*'test_crop_color'"):
+        InvarianceSpace.from_name("nope")
+
+
+def test_checkpoint_space_round_trips_without_the_registry(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.checkpoint import load_encoder, save_encoder
+    from vision.models import create_backbone
+
+    monkeypatch.setattr(invariance, "_SPACES", dict(invariance._SPACES))
+    register_space("test_checkpoint", ("crop", "color", "flip"), min_active=2)
+    space = InvarianceSpace.from_name("test_checkpoint")
+    encoder = create_backbone("hyper_resnet18", space, image_size=16, width=4, hidden_dim=2)
+    recipe = {"factory": "vision.models:create_backbone", "name": "hyper_resnet18",
+              "kwargs": {"image_size": 16, "width": 4, "hidden_dim": 2}}
+    save_encoder(tmp_path, encoder, recipe, space, step=0)
+    invariance._SPACES.pop("test_checkpoint")  # a process that never registered it
+    loaded = load_encoder(tmp_path)
+    assert loaded.space == space and loaded.space.name == "test_checkpoint" and len(loaded.space) == 4

@@ -10,8 +10,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from core.checkpoint import load_encoder
 from core.cli import help_text, load
+from core.downstream import evaluate as driver
 from core.downstream.measure import radar_figure
-from core.downstream.probe import PROBE_EPOCHS, PROBE_INVARIANCE_LR, PROBE_LRS, PROBE_WEIGHT_DECAYS
+from core.downstream.task import PROBE_EPOCHS, PROBE_INVARIANCE_LR, PROBE_LRS, PROBE_WEIGHT_DECAYS
 from vision import evaluate, measure
 from vision.pretrain import DataConfig, evaluate_hint
 
@@ -102,13 +103,13 @@ def test_invariance_mode_runs_one_route_by_default(run_dir: Path, monkeypatch: p
     # The bare command used to run both routes (four sweep configurations each) in silence.
     cfg = load(evaluate.EvaluateConfig, ["--checkpoint", str(run_dir), "--output", str(run_dir / "bare.json")])
     assert cfg.route == "gradient" and cfg.task == "synthetic:shape" and cfg.mode == "invariance" and cfg.progress
-    assert evaluate.sweep_settings(cfg) == {"epochs": PROBE_EPOCHS, "lrs": list(PROBE_LRS),
-                                            "weight_decays": list(PROBE_WEIGHT_DECAYS)}
+    assert driver.sweep_settings(cfg) == {"epochs": PROBE_EPOCHS, "lrs": list(PROBE_LRS),
+                                          "weight_decays": list(PROBE_WEIGHT_DECAYS)}
     assert cfg.invariance_lr == PROBE_INVARIANCE_LR
-    baseline = evaluate.sweep_settings(cfg.model_copy(update={"mode": "linear"}))
-    assert baseline["lrs"] == list(evaluate.BASELINE_LRS) and baseline["epochs"] == evaluate.BASELINE_EPOCHS
+    baseline = driver.sweep_settings(cfg.model_copy(update={"mode": "linear"}))
+    assert baseline["lrs"] == list(driver.BASELINE_LRS) and baseline["epochs"] == driver.BASELINE_EPOCHS
 
-    monkeypatch.setattr(evaluate, "grid_refine_probe", _refuse)
+    monkeypatch.setattr(driver, "grid_refine_probe", _refuse)
     report = evaluate.main(evaluate_args(run_dir, "synthetic:color", "invariance"))
     assert report["route"] == "gradient" and set(report["routes"]) == {"gradient"}
     bars = capsys.readouterr().err  # tqdm bars: the stages by name, and the bound's feature pass
@@ -117,7 +118,7 @@ def test_invariance_mode_runs_one_route_by_default(run_dir: Path, monkeypatch: p
     assert "grid + refine" not in bars
 
     monkeypatch.undo()
-    monkeypatch.setattr(evaluate, "invariance_probe", _refuse)
+    monkeypatch.setattr(driver, "invariance_probe", _refuse)
     report = evaluate.main(evaluate_args(run_dir, "synthetic:color", "invariance", route="grid_refine",
                                          progress="false"))
     assert report["route"] == "grid_refine" and set(report["routes"]) == {"grid_refine"}
@@ -127,7 +128,7 @@ def test_invariance_mode_runs_one_route_by_default(run_dir: Path, monkeypatch: p
 
 def test_stage_names_follow_mode_and_route(run_dir: Path) -> None:
     def names(mode: str, **extra: str) -> list[str]:
-        return evaluate.stage_names(evaluate_args(run_dir, "synthetic:shape", mode, **extra))
+        return driver.stage_names(evaluate_args(run_dir, "synthetic:shape", mode, **extra))
 
     assert names("invariance") == ["load encoder", "data", "gradient route", "bound"]
     assert names("invariance", route="both")[2:4] == ["gradient route", "grid + refine route"]

@@ -11,6 +11,7 @@ import torch
 from core.downstream.baselines import linear_probe
 from core.downstream.fewshot import FewShotSet, fewshot_routes
 from core.downstream.probe import descriptor_grid, grid_refine_probe, invariance_probe
+from core.downstream.task import ProbeConfig
 from core.invariance import InvarianceSpace
 from vision.hyper_resnet import hyper_resnet18
 from vision.tasks import load_task
@@ -41,14 +42,12 @@ def encoder() -> torch.nn.Module:
 def test_probe_scores_unchanged(encoder: torch.nn.Module, task: str) -> None:
     space = encoder.space
     d = load_task(task, 16, space, num_train=160, num_test=80, seed=0)
-    common = dict(task=d.kind, metric=d.metric, batch_size=64, seed=0,
-                  num_classes=d.num_outputs if d.kind == "classification" else None)
-    args = (encoder, d.x_train, d.y_train, d.x_test, d.y_test)
-    probe = invariance_probe(*args, epochs=2, bootstrap=50, progress=False, **common)
-    grid = grid_refine_probe(*args, refine_epochs=1, lrs=(1e-2,), weight_decays=(0.0,), bootstrap=50,
-                             progress=False, **common)
-    linear = linear_probe(*args, space.descriptor([1.0, 1.0]), epochs=3, lrs=(1e-2,), weight_decays=(0.0,),
-                          **common)
+    common = dict(batch_size=64, seed=0)
+    probe = invariance_probe(encoder, d, ProbeConfig.invariance(epochs=2, bootstrap=50, progress=False, **common))
+    grid = grid_refine_probe(encoder, d, ProbeConfig.grid_refine(refine_epochs=1, lrs=(1e-2,), weight_decays=(0.0,),
+                                                                 bootstrap=50, progress=False, **common))
+    linear = linear_probe(encoder, d, space.descriptor([1.0, 1.0]),
+                          ProbeConfig.linear(epochs=3, lrs=(1e-2,), weight_decays=(0.0,), **common))
     want = PROBES[task]
     assert probe.score == pytest.approx(want["probe"][0], abs=1e-5)
     assert probe.invariance == pytest.approx(want["probe"][1], abs=1e-5)

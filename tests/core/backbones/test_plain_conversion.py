@@ -8,6 +8,7 @@ import torch
 from core.backbones.hyper_resnet import HyperResNet
 from core.conditioning.hypernet import HyperConv2d, PlainConv2d
 from core.downstream.baselines import finetune
+from core.downstream.task import ProbeConfig, TaskData
 from core.invariance import InvarianceSpace
 
 SPACE = InvarianceSpace(("spatial", "appearance"))
@@ -56,8 +57,9 @@ def test_finetune_trains_the_plain_network_not_the_generators(device):
     y = torch.randint(2, (24,), generator=g)
     x = (torch.randn(24, 3, 8, 8, generator=g) + y.view(-1, 1, 1, 1)).to(device)
     common = {"epochs": 1, "batch_size": 8, "lrs": (1e-3,), "weight_decays": (0.0,), "last_k_stages": 2}
-    plain = finetune(model, x, y.to(device), x, y.to(device), [1.0, 0.0], **common)
-    generators = finetune(model, x, y.to(device), x, y.to(device), [1.0, 0.0], plain=False, **common)
+    task = TaskData("planted", "classification", "top1", 2, x, y.to(device), x, y.to(device))
+    plain = finetune(model, task, [1.0, 0.0], ProbeConfig.finetune(**common))
+    generators = finetune(model, task, [1.0, 0.0], ProbeConfig.finetune(plain=False, **common))
     head = model.num_features * 2 + 2
     converted = model.to_plain([1.0, 0.0])
     assert plain.trained_params == sum(p.numel() for s in converted.stages()[2:] for p in s.parameters()) + head

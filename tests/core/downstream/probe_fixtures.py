@@ -4,12 +4,22 @@ import torch
 from torch import nn
 
 from core.backbones.hyper_resnet import HyperResNet
+from core.downstream.task import TaskData
 from core.invariance import InvarianceSpace
 from vision.prompt_vit import PromptViT
 
 SPACE = InvarianceSpace(("spatial", "appearance"))
 # One sweep configuration and a fast-moving θ: the planted tasks converge in a few epochs.
 FAST = {"batch_size": 64, "invariance_lr": 0.05, "lrs": (1e-2,), "weight_decays": (0.0,)}
+
+
+def make_task(x_train, y_train, x_test, y_test, kind="classification", metric=None, num_outputs=None, name="planted"):
+    """A :class:`TaskData`; classes default to ``max(y_train) + 1``, regression outputs to the targets' columns."""
+    if num_outputs is None:
+        num_outputs = int(y_train.max()) + 1 if kind == "classification" else (y_train.shape[1] if y_train.dim() == 2
+                                                                               else 1)
+    metric = metric or ("top1" if kind == "classification" else "r2")
+    return TaskData(name, kind, metric, num_outputs, x_train, y_train, x_test, y_test)
 
 
 class PlantedEncoder(nn.Module):
@@ -63,6 +73,19 @@ def tiny_vit():
     torch.manual_seed(0)
     return PromptViT(SPACE, img_size=8, patch_size=4, embed_dim=16, depth=2, num_heads=2, num_projectors=2,
                      drop_rate=0.5)
+
+
+def planted_task(n_train, n_test, regression=False, **kwargs):
+    """A :class:`PlantedEncoder` task: ``n_train`` training inputs (seed 0), ``n_test`` tagged test inputs (seed 1)."""
+    x_train, y_train = planted_data(n_train, 0, regression=regression)
+    x_test, y_test = planted_data(n_test, 1, test=True, regression=regression)
+    return make_task(x_train, y_train, x_test, y_test, kind="regression" if regression else "classification",
+                     **kwargs)
+
+
+def image_task(n_train, n_test):
+    """An :func:`image_data` task: ``n_train`` training images (seed 0), ``n_test`` test images (seed 1)."""
+    return make_task(*image_data(n_train, 0), *image_data(n_test, 1))
 
 
 def image_data(n, seed):

@@ -4,27 +4,27 @@ import pytest
 import torch
 
 from core.downstream.baselines import finetune, linear_probe, trainable_stages
-from tests.core.downstream.probe_fixtures import SPACE, PlantedEncoder, image_data, planted_data, tiny_resnet, tiny_vit
+from core.downstream.task import ProbeConfig
+from tests.core.downstream.probe_fixtures import SPACE, PlantedEncoder, image_task, planted_task, tiny_resnet, tiny_vit
 
 
 def test_linear_probe_and_finetune_on_tiny_resnet():
     encoder = tiny_resnet().eval()
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
-    x, y = image_data(40, 0)
-    x_test, y_test = image_data(16, 1)
+    task = image_task(40, 16)
     common = {"batch_size": 8, "lrs": (1e-3,), "weight_decays": (0.0,)}
-    linear = linear_probe(encoder, x, y, x_test, y_test, SPACE.descriptor(spatial=1), epochs=3, **common)
+    linear = linear_probe(encoder, task, SPACE.descriptor(spatial=1), ProbeConfig.linear(epochs=3, **common))
     assert linear.method == "linear_probe" and linear.trained_params == encoder.num_features * 2 + 2
     assert linear.descriptor == "spatial=1.00 appearance=0.00" and 0 <= linear.score <= 1
 
-    tuned = finetune(encoder, x, y, x_test, y_test, [1.0, 1.0], epochs=2, last_k_stages=1, **common)
+    tuned = finetune(encoder, task, [1.0, 1.0], ProbeConfig.finetune(epochs=2, last_k_stages=1, **common))
     layer4 = sum(p.numel() for p in encoder.to_plain([1.0, 1.0]).layer4.parameters())  # plain kernels, no generators
     assert tuned.trained_params == layer4 + encoder.num_features * 2 + 2 and tuned.hyperparameters["plain"]
     assert tuned.epochs_run == 2 and not tuned.hyperparameters["stopped_by_budget"]
     assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
     assert not encoder.training and all(p.requires_grad for p in encoder.parameters())
 
-    budget = finetune(encoder, x, y, x_test, y_test, [1.0, 1.0], epochs=10_000, time_budget_s=0.5, **common)
+    budget = finetune(encoder, task, [1.0, 1.0], ProbeConfig.finetune(epochs=10_000, time_budget_s=0.5, **common))
     assert budget.hyperparameters["stopped_by_budget"] and budget.epochs_run < 10_000
     assert budget.wall_time_s < 0.5 + 10.0  # the budget stops training; only the test pass remains
     assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
@@ -35,18 +35,15 @@ def test_prompt_vit_stages_and_finetune():
     (last,) = trainable_stages(vit, 1)
     assert list(last) == [vit.blocks[1], vit.norm]
     assert trainable_stages(vit, 2)[0] is vit.blocks[0]
-    x, y = image_data(24, 0)
-    x_test, y_test = image_data(8, 1)
-    tuned = finetune(vit, x, y, x_test, y_test, [0.5, 0.5], epochs=1, batch_size=8, lrs=(1e-3,))
+    tuned = finetune(vit, image_task(24, 8), [0.5, 0.5], ProbeConfig.finetune(epochs=1, batch_size=8, lrs=(1e-3,)))
     expected = sum(p.numel() for m in (vit.blocks[1], vit.norm) for p in m.parameters()) + 16 * 2 + 2
     assert tuned.trained_params == expected
 
 
 def test_baseline_argument_errors():
-    x, y = planted_data(40, 0)
     with pytest.raises(ValueError, match="no stages"):
-        finetune(PlantedEncoder(1), x, y, x, y, [0.5, 0.5])
+        finetune(PlantedEncoder(1), planted_task(40, 40), [0.5, 0.5])
     with pytest.raises(ValueError, match="last_k_stages"):
-        finetune(tiny_resnet(), *image_data(8, 0), *image_data(8, 1), [0.5, 0.5], last_k_stages=5)
+        finetune(tiny_resnet(), image_task(8, 8), [0.5, 0.5], ProbeConfig.finetune(last_k_stages=5))
     with pytest.raises(ValueError, match="time_budget_s"):
-        finetune(tiny_resnet(), *image_data(8, 0), *image_data(8, 1), [0.5, 0.5], time_budget_s=-1.0)
+        finetune(tiny_resnet(), image_task(8, 8), [0.5, 0.5], ProbeConfig.finetune(time_budget_s=-1.0))

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from core.downstream import (
+    ProbeConfig,
     ProbeResult,
     descriptor_grid,
     extract_features,
@@ -21,7 +22,16 @@ from core.downstream.metrics import accuracy
 from core.downstream.ridge import RIDGE_LAMS, select_ridge
 from core.downstream.standardize import FeatureStandardizer
 from core.invariance import quantize
-from tests.core.downstream.probe_fixtures import FAST, PlantedEncoder, image_data, planted_data, tiny_resnet, tiny_vit
+from tests.core.downstream.probe_fixtures import (
+    FAST,
+    PlantedEncoder,
+    image_task,
+    make_task,
+    planted_data,
+    planted_task,
+    tiny_resnet,
+    tiny_vit,
+)
 
 # The defaults before the convergence study (benchmarks/probe_convergence.py): raw features, θ at the head's pace.
 OLD_DEFAULTS = {"epochs": 30, "lrs": (1e-3, 1e-2), "weight_decays": (0.0, 1e-4), "invariance_lr": 1e-2,
@@ -32,39 +42,41 @@ def _badly_scaled_task(device, answer):
     """A planted task whose raw features are ill-conditioned (offsets 5-40, signal spread ~0.15)."""
     encoder = PlantedEncoder(answer, scale=0.1, offset=5.0).to(device)
     (x_train, y_train), (x_test, y_test) = planted_data(1000, 0), planted_data(400, 1, test=True)
-    return encoder, x_train.to(device), y_train.to(device), x_test.to(device), y_test.to(device)
+    return encoder, make_task(x_train.to(device), y_train.to(device), x_test.to(device), y_test.to(device))
 
 
 @pytest.mark.parametrize("answer", [1, 0])
 def test_gradient_route_alone_converges_from_centre_with_defaults(device, answer):
     """From i = 0.5, with the defaults only, i reaches the planted side (beyond 0.9 / below 0.1) and the score
     matches grid + refine's within its bootstrap interval. The old defaults stop at i ≈ 0.7 and score ~0.29."""
-    encoder, *data = _badly_scaled_task(device, answer)
-    result = invariance_probe(encoder, *data, progress=False)
+    encoder, task = _badly_scaled_task(device, answer)
+    result = invariance_probe(encoder, task, ProbeConfig(progress=False))
     learned = result.invariance_by_name["spatial"]
     assert (learned > 0.9) if answer == 1 else (learned < 0.1)
     assert result.invariance_by_name["appearance"] == pytest.approx(0.5, abs=1e-6)  # zero gradient: θ stays 0
-    grid = grid_refine_probe(encoder, *data, progress=False, lrs=(1e-2,), weight_decays=(0.0,), refine_epochs=2)
+    grid = grid_refine_probe(encoder, task, ProbeConfig.grid_refine(progress=False, lrs=(1e-2,),
+                                                                    weight_decays=(0.0,), refine_epochs=2))
     assert grid.stages["grid"]["invariance"][0] == float(answer)
     assert result.score >= grid.score_ci[0] and result.score > 0.95
     # the returned head is a plain linear head on raw features (statistics folded in)
-    features = extract_features(encoder, data[2], result.invariance)
-    assert accuracy(result.head(features), data[3]) == pytest.approx(result.score)
+    features = extract_features(encoder, task.x_test, result.invariance)
+    assert accuracy(result.head(features), task.y_test) == pytest.approx(result.score)
 
 
 def test_old_settings_under_train_the_same_task(device):
     """The failure the new defaults fix, kept visible: raw features and θ at lr 1e-2 (the old defaults, one head
     configuration of their sweep to keep the test short) do not get there in 30 epochs."""
-    encoder, *data = _badly_scaled_task(device, 1)
-    old = invariance_probe(encoder, *data, progress=False, **{**OLD_DEFAULTS, "lrs": (1e-2,), "weight_decays": (0.0,)})
+    encoder, task = _badly_scaled_task(device, 1)
+    old = invariance_probe(encoder, task, ProbeConfig(progress=False, **{**OLD_DEFAULTS, "lrs": (1e-2,),
+                                                                          "weight_decays": (0.0,)}))
     assert old.invariance[0] < 0.9 and old.score < 0.5
 
 
 def test_ridge_warm_start_is_the_closed_form_head_at_the_centre(device):
     """Epoch 0 (before any step) is the ridge head on standardised features at i = 0.5, penalty on validation."""
-    encoder, *data = _badly_scaled_task(device, 1)
-    x_train, y_train = data[0], data[1]
-    result = invariance_probe(encoder, *data, epochs=0, bits=(), head_init="ridge", progress=False)
+    encoder, task = _badly_scaled_task(device, 1)
+    x_train, y_train = task.x_train, task.y_train
+    result = invariance_probe(encoder, task, ProbeConfig(epochs=0, bits=(), head_init="ridge", progress=False))
     train, val = (i.to(device) for i in split_train_val(len(y_train), 0.2, 0, labels=y_train.cpu()))
     features = extract_features(encoder, x_train, [0.5, 0.5])
     mean, var = features[train].mean(0), features[train].var(0, correction=0)
@@ -72,16 +84,16 @@ def test_ridge_warm_start_is_the_closed_form_head_at_the_centre(device):
     ridge = select_ridge(z[train], torch.nn.functional.one_hot(y_train[train], 4).double(), z[val],
                          lambda out: accuracy(out, y_train[val]), RIDGE_LAMS)
     assert result.history[0]["val_score"] == pytest.approx(ridge.val_score) and ridge.val_score > 0.4
-    zero = invariance_probe(encoder, *data, epochs=0, bits=(), progress=False)  # the default
+    zero = invariance_probe(encoder, task, ProbeConfig(epochs=0, bits=(), progress=False))  # the default
     assert zero.history[0]["val_score"] == pytest.approx(float((y_train[val] == 0).float().mean()))  # argmax of 0s
     with pytest.raises(ValueError, match="head_init"):
-        invariance_probe(encoder, *data, head_init="random")
+        ProbeConfig(head_init="random")
 
 
 def test_quantized_scores_are_reported_for_1_2_3_bits_and_match_a_hand_check(device):
-    encoder, *data = _badly_scaled_task(device, 1)
-    x_test, y_test = data[2], data[3]
-    result = invariance_probe(encoder, *data, progress=False)
+    encoder, task = _badly_scaled_task(device, 1)
+    x_test, y_test = task.x_test, task.y_test
+    result = invariance_probe(encoder, task, ProbeConfig(progress=False))
     assert set(result.quantized) == {1, 2, 3} and set(result.quantized_refit) == {1, 2, 3}
     for b in (1, 2, 3):
         level = quantize(torch.tensor(result.invariance), b)
@@ -93,25 +105,24 @@ def test_quantized_scores_are_reported_for_1_2_3_bits_and_match_a_hand_check(dev
 
 def test_bootstrap_interval_contains_score_is_seeded_and_has_binomial_width(device):
     encoder = PlantedEncoder(1).to(device)
-    x_train, y_train = planted_data(400, 0)
-    x_test, y_test = planted_data(400, 1, test=True)
+    task = planted_task(400, 400)
     # a mediocre fixed head: i = 0.5 and one epoch, so the test accuracy is far from 0 and 1
-    kwargs = {"epochs": 1, "invariance_lr": 1e-6, "bits": (), "progress": False}
-    first = invariance_probe(encoder, x_train, y_train, x_test, y_test, seed=0, **kwargs)
-    again = invariance_probe(encoder, x_train, y_train, x_test, y_test, seed=0, **kwargs)
+    config = ProbeConfig(epochs=1, invariance_lr=1e-6, bits=(), progress=False, seed=0)
+    first = invariance_probe(encoder, task, config)
+    again = invariance_probe(encoder, task, config)
     low, high = first.score_ci
     assert low <= first.score <= high and first.score_ci == again.score_ci
-    p, n = first.score, len(y_test)
+    p, n = first.score, len(task.y_test)
     assert 0.2 < p < 0.9
     assert high - low == pytest.approx(2 * 1.96 * math.sqrt(p * (1 - p) / n), rel=0.2)  # normal approximation
-    assert invariance_probe(encoder, x_train, y_train, x_test, y_test, bootstrap=0, **kwargs).score_ci is None
+    assert invariance_probe(encoder, task, config.replace(bootstrap=0)).score_ci is None
     output = torch.randn(300, 4, generator=torch.Generator().manual_seed(0))
     target = torch.randint(4, (300,), generator=torch.Generator().manual_seed(1))
     assert bootstrap_ci("top1", output, target, seed=1) != bootstrap_ci("top1", output, target, seed=2)
     low, high = paired_bootstrap_ci("top1", output, output, target)
     assert low == high == 0.0  # a prediction against itself differs by nothing on every resample
     with pytest.raises(ValueError, match="bootstrap"):
-        invariance_probe(encoder, x_train, y_train, x_test, y_test, bootstrap=-1)
+        config.replace(bootstrap=-1)
 
 
 def test_standardizer_uses_batch_statistics_then_the_epochs_and_folds_into_a_linear_head(device):
@@ -134,32 +145,29 @@ def test_standardizer_uses_batch_statistics_then_the_epochs_and_folds_into_a_lin
 
 
 def test_probe_progress_bar_counts_configurations_times_epochs(device, capsys):
-    x_train, y_train = planted_data(200, 0)
-    x_test, y_test = planted_data(60, 1, test=True)
-    invariance_probe(PlantedEncoder(1).to(device), x_train, y_train, x_test, y_test, epochs=3,
-                     weight_decays=(0.0, 1e-3), bits=(), progress=True)
+    task = planted_task(200, 60)
+    invariance_probe(PlantedEncoder(1).to(device), task,
+                     ProbeConfig(epochs=3, weight_decays=(0.0, 1e-3), bits=(), progress=True))
     err = capsys.readouterr().err
     assert "invariance probe" in err and "/6" in err  # 2 configurations x 3 epochs
-    invariance_probe(PlantedEncoder(1).to(device), x_train, y_train, x_test, y_test, epochs=3, bits=(),
-                     progress=False)
+    invariance_probe(PlantedEncoder(1).to(device), task, ProbeConfig(epochs=3, bits=(), progress=False))
     assert "invariance probe" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("answer", [1, 0])
 def test_invariance_probe_and_grid_refine_recover_planted_descriptor(answer):
-    x_train, y_train = planted_data(400, 0)
-    x_test, y_test = planted_data(200, 1, test=True)
+    task = planted_task(400, 200)
     encoder = PlantedEncoder(answer)
-    result = invariance_probe(encoder, x_train, y_train, x_test, y_test, epochs=10, **FAST)
+    result = invariance_probe(encoder, task, ProbeConfig(epochs=10, **FAST))
     learned = result.invariance_by_name["spatial"]
     assert (learned > 0.7) if answer == 1 else (learned < 0.3)
     assert result.invariance_by_name["appearance"] == pytest.approx(0.5, abs=1e-6)  # zero gradient: θ stays 0
     assert result.score > 0.95 and result.hyperparameters["selected_epoch"] > 0
-    baseline = linear_probe(encoder, x_train, y_train, x_test, y_test, [0.5, 0.5], epochs=10,
-                            **{k: v for k, v in FAST.items() if k != "invariance_lr"})
+    baseline = linear_probe(encoder, task, [0.5, 0.5],
+                            ProbeConfig.linear(epochs=10, **{k: v for k, v in FAST.items() if k != "invariance_lr"}))
     assert baseline.score < result.score - 0.2  # the centre descriptor is a poor one
 
-    grid = grid_refine_probe(encoder, x_train, y_train, x_test, y_test, refine_epochs=2, **FAST)
+    grid = grid_refine_probe(encoder, task, ProbeConfig.grid_refine(refine_epochs=2, **FAST))
     assert grid.stages["grid"]["invariance"][0] == float(answer)
     refined = grid.invariance[0]
     assert (refined > 0.7) if answer == 1 else (refined < 0.3)
@@ -170,10 +178,9 @@ def test_invariance_probe_and_grid_refine_recover_planted_descriptor(answer):
 
 
 def test_regression_probe_reports_r2_on_original_scale():
-    x_train, y_train = planted_data(400, 0, regression=True)
-    x_test, y_test = planted_data(200, 1, test=True, regression=True)
-    result = invariance_probe(PlantedEncoder(0), x_train, y_train, x_test, y_test, task="regression", epochs=10,
-                              bits=(1,), **FAST)
+    task = planted_task(400, 200, regression=True)
+    x_test, y_test = task.x_test, task.y_test
+    result = invariance_probe(PlantedEncoder(0), task, ProbeConfig(epochs=10, bits=(1,), **FAST))
     assert result.metric == "r2" and result.invariance[0] < 0.3
     # targets sit around 100 with std ~ 10: a head on raw targets would not fit them in 50 Adam steps
     assert result.score > 0.9
@@ -188,8 +195,7 @@ def test_regression_probe_reports_r2_on_original_scale():
 
 def test_weight_decay_touches_only_the_head():
     """θ gets an exactly-zero loss gradient here, so decay is the only thing that could move it."""
-    x_train, y_train = planted_data(400, 0)
-    x_test, y_test = planted_data(100, 1, test=True)
+    task = planted_task(400, 100)
 
     class Blind(PlantedEncoder):
         def forward(self, x, invariance):
@@ -197,8 +203,8 @@ def test_weight_decay_touches_only_the_head():
 
     runs = {}
     for wd in (0.0, 1e3):
-        runs[wd] = invariance_probe(Blind(1), x_train, y_train, x_test, y_test, epochs=5, init=[0.8, 0.8],
-                                    bits=(), batch_size=64, lrs=(1e-2,), weight_decays=(wd,), invariance_lr=0.5)
+        runs[wd] = invariance_probe(Blind(1), task, ProbeConfig(epochs=5, init=[0.8, 0.8], bits=(), batch_size=64,
+                                                                lrs=(1e-2,), weight_decays=(wd,), invariance_lr=0.5))
     for entry in runs[1e3].history:  # every epoch, not just the selected one
         assert entry["invariance"] == pytest.approx([0.8, 0.8], abs=1e-6)
     assert runs[1e3].history[-1]["train_loss"] > 0.9 * math.log(4)  # the head was held at ~0 by decay
@@ -214,10 +220,9 @@ def test_probe_keeps_real_encoder_frozen_and_restores_it():
     encoder.register_forward_pre_hook(
         lambda m, args: seen.append((any(mod.training for mod in m.modules()),
                                      any(p.requires_grad for p in m.parameters()))))
-    x, y = image_data(40, 0)
-    x_test, y_test = image_data(16, 1)
-    result = invariance_probe(encoder, x, y, x_test, y_test, epochs=2, batch_size=8, lrs=(1e-2,),
-                              weight_decays=(0.0,), invariance_lr=0.1, bits=(1,))
+    result = invariance_probe(encoder, image_task(40, 16), ProbeConfig(epochs=2, batch_size=8, lrs=(1e-2,),
+                                                                       weight_decays=(0.0,), invariance_lr=0.1,
+                                                                       bits=(1,)))
     assert seen and not any(training or grad for training, grad in seen)
     after = encoder.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # running stats, num_batches_tracked, weights
@@ -229,23 +234,22 @@ def test_probe_keeps_real_encoder_frozen_and_restores_it():
 
 
 def test_test_split_is_encoded_once_after_every_choice():
-    x_train, y_train = planted_data(200, 0)
-    x_test, y_test = planted_data(60, 1, test=True)
+    task = planted_task(200, 60)
     encoder = PlantedEncoder(1)
-    first = invariance_probe(encoder, x_train, y_train, x_test, y_test, epochs=3, bits=(), **FAST)
+    first = invariance_probe(encoder, task, ProbeConfig(epochs=3, bits=(), **FAST))
     test_rows = [t for t, _ in encoder.calls]
     last_train = max(i for i, (t, _) in enumerate(encoder.calls) if t == 0)
     assert sum(test_rows) == 60  # one pass over the test split
     assert all(t == 0 for t in test_rows[:last_train]) and all(t == n for t, n in encoder.calls[last_train + 1:])
 
     # nothing depends on the test labels: shuffled labels give the same choices
-    shuffled = invariance_probe(PlantedEncoder(1), x_train, y_train, x_test, y_test[torch.randperm(60)],
-                                epochs=3, bits=(), **FAST)
+    shuffled_task = make_task(task.x_train, task.y_train, task.x_test, task.y_test[torch.randperm(60)])
+    shuffled = invariance_probe(PlantedEncoder(1), shuffled_task, ProbeConfig(epochs=3, bits=(), **FAST))
     assert shuffled.invariance == first.invariance and shuffled.val_score == first.val_score
     assert shuffled.hyperparameters == first.hyperparameters
 
     encoder = PlantedEncoder(1)  # grid + refine with quantisation: test passes only at the end, one per descriptor
-    result = grid_refine_probe(encoder, x_train, y_train, x_test, y_test, refine_epochs=1, bits=(1,), **FAST)
+    result = grid_refine_probe(encoder, task, ProbeConfig.grid_refine(refine_epochs=1, bits=(1,), **FAST))
     first_test = next(i for i, (t, _) in enumerate(encoder.calls) if t > 0)
     assert all(t == n for t, n in encoder.calls[first_test:])
     distinct = {tuple(result.invariance), (1.0, 0.0), tuple(result.stages["grid"]["invariance"])}
@@ -256,10 +260,9 @@ def test_grid_features_are_reused_by_quantised_refits():
     """refine_epochs=0 keeps the best grid corner (clamped to 0.05/0.95), so Q(i; 1) is that corner: its refit
     reads the grid's cached features and no training image is encoded after the grid (validation of the
     warm start aside)."""
-    x_train, y_train = planted_data(200, 0)
-    x_test, y_test = planted_data(60, 1, test=True)
     encoder = PlantedEncoder(1)
-    result = grid_refine_probe(encoder, x_train, y_train, x_test, y_test, refine_epochs=0, bits=(1,), **FAST)
+    result = grid_refine_probe(encoder, planted_task(200, 60), ProbeConfig.grid_refine(refine_epochs=0, bits=(1,),
+                                                                                        **FAST))
     assert result.stages["grid"]["invariance"] == [1.0, 0.0] and result.invariance == pytest.approx([0.95, 0.05])
     train_images = sum(n for t, n in encoder.calls if t == 0)
     n_val = result.hyperparameters["val_examples"]
@@ -269,13 +272,12 @@ def test_grid_features_are_reused_by_quantised_refits():
 
 def test_prompt_vit_probe():
     vit = tiny_vit()
-    x, y = image_data(24, 0)
-    x_test, y_test = image_data(8, 1)
+    task = image_task(24, 8)
     # dropout would make two feature passes differ: in eval mode they agree
-    features = extract_features(vit, x, [0.5, 0.5])
-    assert torch.equal(features, extract_features(vit, x, [0.5, 0.5])) and vit.training
-    result = invariance_probe(vit, x, y, x_test, y_test, epochs=1, batch_size=8, lrs=(1e-2,), weight_decays=(0.0,),
-                              bits=(1, 2))
+    features = extract_features(vit, task.x_train, [0.5, 0.5])
+    assert torch.equal(features, extract_features(vit, task.x_train, [0.5, 0.5])) and vit.training
+    result = invariance_probe(vit, task, ProbeConfig(epochs=1, batch_size=8, lrs=(1e-2,), weight_decays=(0.0,),
+                                                     bits=(1, 2)))
     assert set(result.quantized) == {1, 2} and set(result.quantized_refit) == {1, 2}
 
 
@@ -318,17 +320,17 @@ def test_probe_argument_errors():
     x, y = planted_data(40, 0)
     encoder = PlantedEncoder(1)
     with pytest.raises(ValueError, match="Unknown task"):
-        invariance_probe(encoder, x, y, x, y, task="ranking")
+        invariance_probe(encoder, make_task(x, y, x, y, kind="ranking", metric="top1", num_outputs=4))
     with pytest.raises(ValueError, match="does not fit task"):
-        invariance_probe(encoder, x, y, x, y, metric="r2")
+        invariance_probe(encoder, make_task(x, y, x, y, metric="r2"))
     with pytest.raises(ValueError, match="num_classes"):
-        linear_probe(encoder, x, y, x, y + 5, [0.5, 0.5])
+        linear_probe(encoder, make_task(x, y, x, y + 5), [0.5, 0.5])
     with pytest.raises(ValueError, match="rows"):
-        linear_probe(encoder, x, y[:-1], x, y, [0.5, 0.5])
+        linear_probe(encoder, make_task(x, y[:-1], x, y), [0.5, 0.5])
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        linear_probe(encoder, x, y, x, y, [0.5, 1.5])
+        linear_probe(encoder, make_task(x, y, x, y), [0.5, 1.5])
     with pytest.raises(ValueError, match="encoder is on"):
-        linear_probe(encoder, x, y, x, y, [0.5, 0.5], device="meta")
+        linear_probe(encoder, make_task(x, y, x, y), [0.5, 0.5], ProbeConfig.linear(device="meta"))
 
 
 def test_result_to_dict_is_json_ready():
