@@ -11,7 +11,10 @@ says where it comes from: MetaAudio's front end (16 kHz, 5-s chunks, 128 mels, n
 standard-width Hyper-ResNet18 with the generator width of the paper's vision hypernetwork (32); 100 epochs as
 MT-SLVR's FSD50K SimCLR, at batch 128 (our choice; MT-SLVR used 100), over the 36,796 ``train`` clips. Flags
 given on the command line always win. ``--dataset folder --data-root DIR``
-pre-trains on any folder of audio files. Short aliases (``--dataset``, ``--data-root``, ``--output``, ``--steps``,
+pre-trains on any folder of audio files. Beyond the paper, ``--run.descriptors_per_step K`` gives each of K groups of
+the batch its own descriptor (so the 120 descriptors get K times the steps each), and ``--init.from RUN|FILE`` starts
+the Hyper-ResNet from a plain ResNet18 run (its front-end statistics too) or a one-channel torchvision-layout state
+dict. Short aliases (``--dataset``, ``--data-root``, ``--output``, ``--steps``,
 ``--batch-size``, ...) stand beside the dotted names (``--data.dataset``, ...); ``--help`` lists both.
 
 References:
@@ -40,10 +43,18 @@ from audio.frontend.logmel import logmel_statistics
 from audio.frontend.waveform import SAMPLE_RATE, random_chunk
 from audio.models import BACKBONES, create_backbone
 from core import cli
-from core.config import PRETRAIN_ALIASES, MethodConfig, OptimConfig, RunConfig, SimCLRConfig, StrictModel
+from core.config import (
+    PRETRAIN_ALIASES,
+    InitConfig,
+    MethodConfig,
+    OptimConfig,
+    RunConfig,
+    SimCLRConfig,
+    StrictModel,
+)
 from core.invariance import InvarianceSpace
 from core.pretrain.engine import pretrain, resolve_device
-from core.pretrain.learners import ContrastiveLearner
+from core.pretrain.init import warm_start
 from core.pretrain.recipe import build_learner
 
 BackboneName = Literal[tuple(sorted(BACKBONES))]  # type: ignore[valid-type]
@@ -167,6 +178,14 @@ class PretrainConfig(StrictModel):
     method: MethodConfig = Field(default_factory=SimCLRConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     run: AudioRunConfig = Field(default_factory=AudioRunConfig)
+    init: InitConfig = Field(default_factory=InitConfig)
+
+    @model_validator(mode="after")
+    def _check_init(self) -> PretrainConfig:
+        if self.init.from_ is not None and self.model.backbone != "hyper_resnet18":
+            raise ValueError(f"init.from starts a Hyper-ResNet from a plain ResNet; model.backbone is "
+                             f"{self.model.backbone!r} (use hyper_resnet18)")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -209,7 +228,7 @@ def chunk_samples(cfg: PretrainConfig) -> int:
 
 
 @torch.no_grad()
-def normalisation_statistics(learner: ContrastiveLearner, clips: Any, cfg: PretrainConfig) -> tuple[float, float]:
+def normalisation_statistics(encoder: nn.Module, clips: Any, cfg: PretrainConfig) -> tuple[float, float]:
     """Scalar log-mel mean/std over one seeded random chunk of up to ``data.stats_clips`` pre-training clips."""
     generator = torch.Generator().manual_seed(cfg.run.seed)
     count = min(cfg.data.stats_clips, len(clips))
@@ -221,7 +240,7 @@ def normalisation_statistics(learner: ContrastiveLearner, clips: Any, cfg: Pretr
             waves = [torch.from_numpy(random_chunk(clips[i], length, generator)) for i in picks[start:start + 64]]
             yield torch.stack(waves)
 
-    return logmel_statistics(learner.backbone.frontend, batches())
+    return logmel_statistics(encoder.frontend, batches())
 
 
 def augment_placement(augment_device: str, run_device: str) -> Literal["workers", "step"]:
@@ -258,9 +277,14 @@ def main(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None = Non
 
     # ------------------------------------------------------------------ model
     encoder, encoder_spec = build_backbone(cfg, space)
+    # statistics and warm start before the learner copies the encoder into a MoCo momentum encoder
+    encoder.frontend.set_statistics(*normalisation_statistics(encoder, clips, cfg))
+    config = cfg.model_dump()
+    if cfg.init.from_ is not None:  # a plain run's front-end statistics replace the ones just computed
+        config["init"] |= warm_start(encoder, cfg.init.from_, encoder_spec)
+        print(f"Started from the plain ResNet18 {config['init']['file']} (sha256 {config['init']['sha256'][:12]}).")
+    mean, std = float(encoder.frontend.mean), float(encoder.frontend.std)
     learner = build_learner(cfg.method, encoder, space)
-    mean, std = normalisation_statistics(learner, clips, cfg)
-    learner.backbone.frontend.set_statistics(mean, std)
     fixed_id = None
     if cfg.model.fixed_descriptor is not None:
         fixed_id = space.index(fixed_descriptor_tensor(cfg.model.fixed_descriptor))
@@ -274,7 +298,7 @@ def main(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None = Non
 
     # ------------------------------------------------------------------ train
     summary = pretrain(learner, views, run=cfg.run, optim=cfg.optim, method=cfg.method,
-                       config=cfg.model_dump(), encoder_spec=encoder_spec, fixed_invariance_id=fixed_id,
+                       config=config, encoder_spec=encoder_spec, fixed_invariance_id=fixed_id,
                        on_step=on_step, prepare_batch=views.prepare_batch)
     out = summary["output"]
     loss = "none (the checkpoint was at run.steps)" if summary["loss"] is None else f"{summary['loss']:.4f}"

@@ -13,6 +13,10 @@ or pass a JSON/YAML file::
 Baselines change one thing: ``--model.backbone resnet18 --model.fixed_descriptor default`` (or ``appearance`` /
 ``spatial``) trains the plain network on a single descriptor with the same recipe.
 
+Two options go beyond the paper: ``--run.descriptors_per_step K`` gives each of K groups of the batch its own
+descriptor, and ``--init.from RUN|FILE`` starts the Hyper-ResNet from a plain ResNet (a plain run of this recipe or
+a torchvision-layout state dict), so that every descriptor begins with its features.
+
 The ``model`` section depends on the backbone (ResNet keys or ViT keys) and the ``method`` section on the learner
 (``--method.name mocov2 --method.queue_size 4096``), so a key the chosen backbone or learner does not use is an
 error. Short aliases (``--output``, ``--steps``, ``--batch-size``, ``--method``, ``--backbone``, ``--lr``, ...)
@@ -34,6 +38,7 @@ from torch import nn
 from core import cli
 from core.config import (
     PRETRAIN_ALIASES,
+    InitConfig,
     MethodConfig,
     OptimConfig,
     RunConfig,
@@ -43,6 +48,7 @@ from core.config import (
 )
 from core.invariance import InvarianceSpace
 from core.pretrain.engine import pretrain
+from core.pretrain.init import warm_start
 from core.pretrain.recipe import build_learner
 from vision.augmentations import BASELINE_DESCRIPTORS, ViewTransform
 from vision.data import ContrastiveViews, build_pretrain_dataset
@@ -131,11 +137,15 @@ class PretrainConfig(StrictModel):
     method: MethodConfig = Field(default_factory=SimCLRConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     run: VisionRunConfig = Field(default_factory=VisionRunConfig)
+    init: InitConfig = Field(default_factory=InitConfig)
 
     @model_validator(mode="after")
     def _check(self) -> PretrainConfig:
         if self.model.fixed_descriptor is not None and self.model.space != "vision_groups":
             raise ValueError("model.fixed_descriptor names a descriptor of the vision_groups space")
+        if self.init.from_ is not None and not self.model.backbone.startswith("hyper_resnet"):
+            raise ValueError(f"init.from starts a Hyper-ResNet from a plain ResNet; model.backbone is "
+                             f"{self.model.backbone!r} (use hyper_resnet18 or hyper_resnet50)")
         return self
 
 
@@ -192,6 +202,10 @@ def main(cfg: PretrainConfig) -> dict:
 
     # ------------------------------------------------------------------ model
     backbone, encoder_spec = build_backbone(cfg.model, cfg.data.image_size, space)
+    config = cfg.model_dump()
+    if cfg.init.from_ is not None:  # before the learner copies the backbone into a momentum encoder
+        config["init"] |= warm_start(backbone, cfg.init.from_, encoder_spec)
+        print(f"Started from the plain ResNet {config['init']['file']} (sha256 {config['init']['sha256'][:12]}).")
     learner = build_learner(cfg.method, backbone, space)
     fixed_id = None
     if cfg.model.fixed_descriptor is not None:
@@ -203,7 +217,7 @@ def main(cfg: PretrainConfig) -> dict:
 
     # ------------------------------------------------------------------ train
     summary = pretrain(learner, views, run=cfg.run, optim=cfg.optim, method=cfg.method,
-                       config=cfg.model_dump(), encoder_spec=encoder_spec, fixed_invariance_id=fixed_id)
+                       config=config, encoder_spec=encoder_spec, fixed_invariance_id=fixed_id)
     out = summary["output"]
     loss = "none (the checkpoint was at run.steps)" if summary["loss"] is None else f"{summary['loss']:.4f}"
     print(f"\nDone: step {summary['step']}, loss {loss}.\n"
