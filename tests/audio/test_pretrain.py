@@ -198,3 +198,73 @@ def test_augmenting_in_the_training_step_trains_the_same_run(tmp_path: Path, dev
     assert augment_placement("auto", "cpu") == "workers" and augment_placement("training", "cpu") == "step"
     if device.type == "cuda":
         assert augment_placement("auto", "cuda") == "step"
+
+
+def test_mixed_descriptor_batches_give_each_clip_the_views_of_its_own_key() -> None:
+    """The fast path draws and applies each clip's factors per key, so a batch may mix descriptors."""
+    from torch.utils.data import default_collate
+
+    from audio.augment.params import AugmentSettings
+    from audio.data.sources import build_clip_source
+    from audio.data.views import ContrastiveAudioViews
+
+    space = InvarianceSpace.from_name("audio")
+    clips = build_clip_source("synthetic", None, size=16, seconds=0.5, seed=0)
+    keys = [(i, (37 * i) % len(space), 1000 + i) for i in range(8)]  # eight descriptors in one batch
+    for placement in ("workers", "step"):
+        views = ContrastiveAudioViews(clips, space, 8000, AugmentSettings(), augment_on=placement)
+        mixed = views.prepare_batch(default_collate(views.__getitems__(keys)), torch.device("cpu"))
+        alone = [views.prepare_batch(default_collate(views.__getitems__([k])), torch.device("cpu")) for k in keys]
+        for v in (0, 1):
+            torch.testing.assert_close(mixed[v], torch.cat([a[v] for a in alone]), rtol=0, atol=0)
+
+
+def test_descriptor_groups_run_three_steps(tmp_path: Path) -> None:
+    main(tiny(tmp_path, "--steps", "3", "--run.descriptors_per_step", "4"))
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["descriptors"] for r in records] == [4, 4, 4] and np.isfinite([r["loss"] for r in records]).all()
+
+
+def test_init_from_a_plain_run_brings_its_kernels_and_front_end(tmp_path: Path) -> None:
+    # another seed, so the plain run's log-mel statistics differ from the ones this run would compute itself
+    main(tiny(tmp_path / "p", "--steps", "3", "--backbone", "resnet18", "--model.fixed_descriptor", "all",
+              "--seed", "1"))
+    plain = load_encoder(tmp_path / "p")
+    cfg = tiny(tmp_path / "h", "--steps", "3", "--init.from", str(tmp_path / "p"), "--method", "mocov2",
+               "--method.queue_size", "16", "--method.head", "shared", "--run.descriptors_per_step", "2")
+    summary = main(cfg)
+    assert summary["step"] == 3 and np.isfinite(losses(tmp_path / "h")).all()
+    state = load_checkpoint(tmp_path / "h")["model"]
+    for name in ("backbone", "momentum_backbone"):  # the MoCo key encoder normalises like the online one
+        assert state[f"{name}.frontend.std"] == plain.frontend.std
+        assert state[f"{name}.frontend.mean"] == plain.frontend.mean
+    fresh = tiny(tmp_path / "f", "--steps", "1")
+    space = plain.space
+    own, spec = build_backbone(fresh, space)
+    from audio.pretrain import normalisation_statistics
+    from core.pretrain.init import warm_start
+
+    assert normalisation_statistics(own, build_clip_source_for(fresh), fresh)[1] != float(plain.frontend.std)
+    record = warm_start(own, tmp_path / "p", spec)
+    assert record["kind"] == "run" and json.loads((tmp_path / "h" / "config.json").read_text())["init"]["sha256"] == (
+        record["sha256"])
+    wave = torch.randn(4, 8000, generator=torch.Generator().manual_seed(0))
+    own.eval(), plain.eval()
+    with torch.no_grad():
+        for i in (0, 17, 64, 119):
+            torch.testing.assert_close(own(wave, space.descriptors[i]), plain(wave, space.descriptors[i]),
+                                       rtol=1e-5, atol=1e-5)
+    vision_run = tmp_path / "v"
+    vision_run.mkdir()
+    (vision_run / "encoder.json").write_text(json.dumps({"encoder": {"factory": "vision.models:create_backbone",
+                                                                     "name": "resnet18", "kwargs": {}}}))
+    with pytest.raises(ValueError, match="another modality"):
+        warm_start(own, vision_run, spec)
+
+
+def build_clip_source_for(cfg: PretrainConfig):
+    from audio.data.sources import build_clip_source
+
+    d = cfg.data
+    return build_clip_source(d.dataset, d.data_root, split=d.split, cache_dir=d.cache_dir, size=d.synthetic_size,
+                             seconds=d.clip_seconds, seed=cfg.run.seed)

@@ -1,5 +1,7 @@
 """``vision.pretrain`` end to end on the embedded synthetic data, with tiny models."""
 
+import copy
+import hashlib
 import json
 import subprocess
 import sys
@@ -191,3 +193,66 @@ def test_resume_refusal_names_the_method_key(tmp_path: Path) -> None:
         main(load(PretrainConfig, [*flags[:-6], "--method", "mocov3", "--method.proj_hidden_dim", "16"],
                   aliases=ALIASES))
     assert main(load(PretrainConfig, flags, aliases=ALIASES))["step"] == 2  # the same settings resume
+
+
+#: The tiny recipe of the beyond-the-paper runs: width 4, generator width 2, batch 8, no workers, 3 steps.
+BEYOND = ["--model.width", "4", "--model.hidden_dim", "2", "--data.synthetic_size", "64", "--batch-size", "8",
+          "--steps", "3", "--workers", "0", "--run.progress", "false", "--run.log_every", "1",
+          "--method.proj_hidden_dim", "16", "--method.proj_dim", "8"]
+
+
+@pytest.mark.parametrize("method, flags", [("simclr", []), ("mocov3", []),
+                                           ("mocov2", ["--method.queue_size", "16", "--method.head", "shared"])])
+def test_descriptor_groups_run_three_steps(tmp_path: Path, method: str, flags: list[str]) -> None:
+    cfg = load(PretrainConfig, [*BEYOND, "--method", method, *flags, "--run.descriptors_per_step", "2",
+                                "--output", str(tmp_path)], aliases=ALIASES)
+    assert main(cfg)["step"] == 3
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["descriptors"] for r in records] == [2, 2, 2] and all(map(torch.isfinite, torch.tensor(
+        [r["loss"] for r in records])))
+    with pytest.raises(ConfigError, match="must divide batch_size"):
+        load(PretrainConfig, [*BEYOND, "--run.descriptors_per_step", "3"], aliases=ALIASES)
+
+
+def test_init_from_a_plain_run_starts_every_descriptor_at_its_features(tmp_path: Path, monkeypatch) -> None:
+    import vision.pretrain as recipe
+
+    plain_flags = ["--backbone", "resnet18", "--model.fixed_descriptor", "default", "--output", str(tmp_path / "p")]
+    main(load(PretrainConfig, [*BEYOND, *plain_flags], aliases=ALIASES))
+    plain = load_encoder(tmp_path / "p")
+    x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    space = plain.space
+    started = {}
+
+    def check_then_train(learner, dataset, **kwargs):  # the learner main hands the engine, before its first step
+        for name in ("backbone", "momentum_backbone"):
+            encoder, reference = copy.deepcopy(getattr(learner, name)), copy.deepcopy(plain)  # train mode moves BN
+            with torch.no_grad():
+                for mode in ("eval", "train"):
+                    getattr(encoder, mode)(), getattr(reference, mode)()
+                    for invariance in (*space.descriptors, torch.tensor([0.5, 0.2])):
+                        torch.testing.assert_close(encoder(x, invariance), reference(x, invariance), rtol=1e-5,
+                                                   atol=1e-5)
+            started[name] = True
+        return real(learner, dataset, **kwargs)
+
+    real = recipe.pretrain
+    monkeypatch.setattr(recipe, "pretrain", check_then_train)
+    flags = [*BEYOND, "--init.from", str(tmp_path / "p"), "--output", str(tmp_path / "h"), "--method", "mocov2",
+             "--method.queue_size", "16"]
+    assert main(load(PretrainConfig, flags, aliases=ALIASES))["step"] == 3
+    assert started == {"backbone": True, "momentum_backbone": True}  # the MoCo key encoder starts there too
+    saved = json.loads((tmp_path / "h" / "config.json").read_text())["init"]
+    weights = tmp_path / "p" / "encoder.safetensors"
+    assert saved["from"] == str(tmp_path / "p") and saved["kind"] == "run"
+    assert saved["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert main(load(PretrainConfig, flags, aliases=ALIASES))["step"] == 3  # resumes with the same source
+
+    with pytest.raises(ValueError, match="width 4 \\(source\\) vs 8 \\(this run\\)"):
+        main(load(PretrainConfig, [*flags[:-4], "--model.width", "8", "--output", str(tmp_path / "w")],
+                  aliases=ALIASES))
+    with pytest.raises(ValueError, match="a 'hyper_resnet18' run .* plain twin 'resnet18'"):
+        main(load(PretrainConfig, [*BEYOND, "--init.from", str(tmp_path / "h"), "--output", str(tmp_path / "x")],
+                  aliases=ALIASES))
+    with pytest.raises(ConfigError, match="init.from starts a Hyper-ResNet"):
+        load(PretrainConfig, [*plain_flags, "--init.from", str(tmp_path / "p")], aliases=ALIASES)
