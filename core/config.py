@@ -142,7 +142,7 @@ class RunConfig(StrictModel):
         "rank. Each descriptor then gets K times as many steps: use it when a space has many descriptors for the "
         "steps (audio: 120 descriptors in a few hundred steps). Must divide batch_size. SimCLR and MoCo-v3 use "
         "every other sample as a negative whatever its descriptor; per-descriptor projection heads see their own "
-        "groups (at least 2 samples each); MoCo-v2 routes each group to its descriptor's queue and needs "
+        "samples (at least 2 per descriptor); MoCo-v2 routes each group to its descriptor's queue and needs "
         "method.head=shared. Not with a fixed descriptor. 1: one descriptor per step, as before.")
     num_workers: int = Field(2, ge=0, description="Data-loader worker processes; 0 makes views in the main "
                              "process.")

@@ -93,13 +93,16 @@ class ContrastiveLearner(nn.Module):
     def check_descriptor_groups(self, groups: int, batch_size: int) -> None:
         """Raise a clear ``ValueError`` unless batches of ``batch_size`` in ``groups`` descriptor groups can train.
 
-        Per-descriptor heads need at least 2 samples per group for their BatchNorm.
+        Per-descriptor heads need at least 2 samples per descriptor for their BatchNorm: a group holds
+        ``batch_size / groups`` samples, and with more groups than descriptors each descriptor has at least
+        ``groups // M`` groups (:func:`core.pretrain.sampler.group_invariance_ids`).
         """
-        if groups > 1 and not self.head.shared and batch_size // groups < 2:
-            raise ValueError(f"run.descriptors_per_step={groups} at run.batch_size={batch_size} leaves "
-                             f"{batch_size // groups} sample per descriptor group, but each per-descriptor "
-                             "projection head normalises its own group with BatchNorm (at least 2 samples); use "
-                             "method.head=shared or fewer groups.")
+        per_head = batch_size // groups * max(1, groups // len(self.space))
+        if groups > 1 and not self.head.shared and per_head < 2:
+            raise ValueError(f"run.descriptors_per_step={groups} at run.batch_size={batch_size} leaves {per_head} "
+                             "sample to some descriptor, but each per-descriptor projection head normalises its own "
+                             "descriptor's samples with BatchNorm (at least 2); use method.head=shared or fewer "
+                             "groups.")
 
     @torch.no_grad()
     def momentum_update(self, momentum: float) -> None:
