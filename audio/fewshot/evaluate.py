@@ -105,6 +105,8 @@ class FewShotConfig(StrictModel):
     synthetic_seconds: float = Field(1.0, gt=0, description="Synthetic clip (= chunk) length.")
     seed: int = Field(0, description="Seed of the episodes, the support chunks and the training clips.")
     device: str = Field("cpu", description="cpu or cuda.")
+    save_accuracies: bool = Field(False, description="Write every route's per-episode accuracies into the report "
+                                  "(to pair encoders evaluated on the same data and seed, hence the same episodes).")
     progress: bool = Field(True, description="Progress bars over the stages.")
 
     @model_validator(mode="before")
@@ -136,7 +138,7 @@ def evaluate(encoder: torch.nn.Module, source: FewShotSource, cfg: FewShotConfig
                          k_shot=cfg.k_shot, n_query=cfg.n_query, episodes=cfg.episodes,
                          selection_episodes=cfg.selection_episodes, classifier=cfg.classifier, lam=cfg.lam,
                          steps=cfg.steps, lr=cfg.lr, chunk=cfg.chunk, batch_size=cfg.batch_size, seed=cfg.seed,
-                         progress=cfg.progress)
+                         keep_accuracies=cfg.save_accuracies, progress=cfg.progress)
     test = source.test
     out["protocol"] |= {"name": cfg.protocol, "table8": cfg.is_table8(), "chunk_seconds": test.table.chunk_seconds,
                         "last_chunk": cfg.last_chunk, "support": "one random chunk per clip",

@@ -2,14 +2,16 @@
 
 MetaAudio stores each split as a ``.npy`` holding an object array of shape (3,) = [train, val, test], whose items
 are numpy string arrays, object arrays or Python lists of class names, written with ``np.save`` and read with
-``np.load(allow_pickle=True)`` (``shared/reference/audio-protocol.md`` §2.5). Loading a pickle can run any code,
-so :func:`load_npy_strings` reads it with :class:`StringArrayUnpickler`, which resolves only the numpy globals an
-array of strings needs and refuses any other before it is called; the result is then checked to hold strings
-only. A ``.npy`` without objects is read with ``allow_pickle=False``.
+``np.load(allow_pickle=True)``. The package ships MetaAudio's splits as JSON (``data/metaaudio_class_splits.json``:
+the repository, commit and file of each, and a SHA-256 per split checked on reading; :func:`metaaudio_source`).
+Loading a pickle can run any code, so :func:`load_npy_strings` reads it with :class:`StringArrayUnpickler`, which
+resolves only the numpy globals an array of strings needs and refuses any other before it is called; the result is
+then checked to hold strings only. A ``.npy`` without objects is read with ``allow_pickle=False``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 from collections.abc import Mapping, Sequence
@@ -144,10 +146,32 @@ def _as_split(parts: Mapping[str, Any] | Sequence[Any], source: str) -> dict[str
     return split
 
 
-def metaaudio_splits() -> dict[str, dict[str, list[str]]]:
-    """All of MetaAudio's class splits shipped with the package, keyed by MetaAudio's ``.npy`` file name."""
+def _shipped() -> dict[str, Any]:
     text = resources.files("audio.fewshot").joinpath("data/metaaudio_class_splits.json").read_text("utf-8")
-    return {name: _as_split(parts, name) for name, parts in json.loads(text).items()}
+    return json.loads(text)
+
+
+def split_digest(split: Mapping[str, Any]) -> str:
+    """SHA-256 of a split's canonical JSON (sorted keys, no spaces): how the shipped file records each split."""
+    return hashlib.sha256(json.dumps(split, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def metaaudio_splits() -> dict[str, dict[str, list[str]]]:
+    """All of MetaAudio's class splits shipped with the package, keyed by MetaAudio's ``.npy`` file name.
+
+    Raises:
+        ValueError: If a split does not match the SHA-256 recorded beside it (a damaged or edited file).
+    """
+    shipped = _shipped()
+    for name, split in shipped["splits"].items():
+        if split_digest(split) != shipped["sha256"][name]:
+            raise ValueError(f"the shipped MetaAudio split {name} does not match its recorded SHA-256.")
+    return {name: _as_split(parts, name) for name, parts in shipped["splits"].items()}
+
+
+def metaaudio_source() -> dict[str, Any]:
+    """Where the shipped splits come from: repository, commit, file paths, how they were read, licence."""
+    return dict(_shipped()["source"])
 
 
 def load_splits(source: str | Path) -> dict[str, list[str]]:
@@ -185,5 +209,7 @@ __all__ = [
     "UnsafePickleError",
     "load_npy_strings",
     "load_splits",
+    "metaaudio_source",
     "metaaudio_splits",
+    "split_digest",
 ]

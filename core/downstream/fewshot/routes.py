@@ -26,6 +26,7 @@ with one descriptor), ``descriptor`` as text, and its wall and CPU time.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -120,6 +121,15 @@ def paired_differences(accuracy: Mapping[str, Tensor]) -> dict[str, dict[str, fl
             for i, a in enumerate(names) for b in names[i + 1:]}
 
 
+def episodes_digest(episodes: Episodes, support_inputs: Tensor) -> str:
+    """SHA-256 of the episodes' example rows and support inputs: equal digests mean the same episodes, so two
+    reports (e.g. of two encoders) can be paired episode by episode."""
+    digest = hashlib.sha256()
+    for tensor in (episodes.support, episodes.query, support_inputs):
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 class _Clock:
     """Wall and process CPU time of one route."""
 
@@ -150,6 +160,7 @@ def fewshot_routes(
     chunk: int = 25,
     batch_size: int = 256,
     seed: int = 0,
+    keep_accuracies: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Few-shot accuracy of a frozen encoder by the routes of the module docstring, on the same episodes.
@@ -171,6 +182,8 @@ def fewshot_routes(
         chunk: Episodes learned together in the ``per_episode`` route (speed and memory, not the result).
         batch_size: Inputs per no-grad encoder call.
         seed: Seed of the test episodes and of the choice of support inputs; training episodes use ``seed + 1``.
+        keep_accuracies: Add each route's per-episode accuracies (``"episode_accuracy"``), so that runs of other
+            encoders on the same data and seed (hence the same episodes) can be paired too.
         progress: tqdm bars over the stages.
 
     Returns:
@@ -253,7 +266,12 @@ def fewshot_routes(
             entries["fixed"][name] = summarize_route(space, acc, point, wall, classifier=classifier, cpu_time_s=cpu)
             accuracy[f"fixed:{name}"] = acc
 
-    protocol = {**shape, "episodes": int(episodes), "classifier": classifier, "lam": float(lam), "seed": int(seed),
+    if keep_accuracies:
+        for name, acc in accuracy.items():
+            entry = entries["fixed"][name[len("fixed:"):]] if name.startswith("fixed:") else entries[name]
+            entry["episode_accuracy"] = acc.tolist()
+    protocol = {**shape, "episodes": int(episodes), "episodes_sha256": episodes_digest(test_episodes, support),
+                "classifier": classifier, "lam": float(lam), "seed": int(seed),
                 "selection_episodes": int(selection_episodes) if "per_benchmark" in routes else None,
                 "per_episode": {"steps": int(steps), "lr": float(lr), "init": 0.5} if "per_episode" in routes
                 else None,
@@ -263,4 +281,4 @@ def fewshot_routes(
             "classes": test_classes}
 
 
-__all__ = ["ROUTES", "FewShotSet", "fewshot_routes", "paired_differences", "summarize_route"]
+__all__ = ["ROUTES", "FewShotSet", "episodes_digest", "fewshot_routes", "paired_differences", "summarize_route"]

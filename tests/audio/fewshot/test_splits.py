@@ -15,7 +15,7 @@ from audio.fewshot import UnsafePickleError, load_npy_strings, load_splits, meta
 def test_shipped_splits_match_metaaudio_counts():
     splits = metaaudio_splits()
     counts = {name: tuple(len(splits[name][s]) for s in ("train", "val", "test")) for name in splits}
-    assert counts["ESC_paper_splits.npy"] == (35, 5, 10)  # audio-protocol.md §2.5
+    assert counts["ESC_paper_splits.npy"] == (35, 5, 10)  # MetaAudio's 7/1/2 class split
     assert counts["NSYNTH_norm_split.npy"] == (705, 101, 200)
     assert counts["Kaggle18_norm_split.npy"] == (29, 5, 7)
     assert counts["VoxCeleb_norm_split.npy"] == (876, 126, 249)
@@ -24,6 +24,22 @@ def test_shipped_splits_match_metaaudio_counts():
     assert set(esc["test"]) == {"airplane", "church_bells", "cow", "crow", "dog", "engine", "glass_breaking",
                                 "sneezing", "thunderstorm", "vacuum_cleaner"}
     assert load_splits("Kaggle18_norm_split.npy") == load_splits("fsdkaggle18")
+
+
+def test_shipped_splits_record_their_source_and_are_checked(monkeypatch):
+    from audio.fewshot import splits as module
+
+    source = module.metaaudio_source()
+    assert source["repository"].endswith("MetaAudio-A-Few-Shot-Audio-Classification-Benchmark")
+    assert source["commit"] and "licence" in source
+    assert source["files"]["ESC_paper_splits.npy"] == "Dataset Splits/Baseline/ESC_paper_splits.npy"
+    shipped = module._shipped()
+    assert set(shipped["sha256"]) == set(shipped["splits"])
+    damaged = {**shipped, "splits": {**shipped["splits"], "ESC_paper_splits.npy": {
+        **shipped["splits"]["ESC_paper_splits.npy"], "test": ["dog"]}}}
+    monkeypatch.setattr(module, "_shipped", lambda: damaged)
+    with pytest.raises(ValueError, match="does not match its recorded SHA-256"):
+        module.metaaudio_splits()
 
 
 def test_json_split_file(tmp_path):

@@ -79,3 +79,18 @@ def test_routes_subset_defaults_and_errors(device):
         fewshot_routes(encoder, test, train, routes=("grid",))
     with pytest.raises(ValueError, match="episodes must be >= 1"):
         fewshot_routes(encoder, test, train, episodes=0)
+
+
+def test_kept_accuracies_pair_two_encoders_on_the_same_episodes(device):
+    test, train = _sets(device)
+    kwargs = dict(routes=("fixed", "per_episode"), n_way=4, k_shot=2, n_query=3, episodes=12, steps=2, seed=5,
+                  keep_accuracies=True)
+    one = fewshot_routes(PlantedEncoder(1).to(device), test, train, **kwargs)
+    two = fewshot_routes(PlantedEncoder(0).to(device), test, train, **kwargs)
+    assert one["protocol"]["episodes_sha256"] == two["protocol"]["episodes_sha256"]  # the same episodes
+    other_seed = fewshot_routes(PlantedEncoder(1).to(device), test, train, **{**kwargs, "seed": 6})
+    assert other_seed["protocol"]["episodes_sha256"] != one["protocol"]["episodes_sha256"]
+    route = one["routes"]["per_episode"]
+    assert len(route["episode_accuracy"]) == 12
+    assert sum(route["episode_accuracy"]) / 12 == pytest.approx(route["accuracy"])
+    assert len(one["routes"]["fixed"]["all"]["episode_accuracy"]) == 12
