@@ -182,7 +182,7 @@ class PretrainConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check_init(self) -> PretrainConfig:
-        if self.init.from_ is not None and self.model.backbone != "hyper_resnet18":
+        if self.init.source is not None and self.model.backbone != "hyper_resnet18":
             raise ValueError(f"init.from starts a Hyper-ResNet from a plain ResNet; model.backbone is "
                              f"{self.model.backbone!r} (use hyper_resnet18)")
         return self
@@ -280,8 +280,8 @@ def main(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None = Non
     # statistics and warm start before the learner copies the encoder into a MoCo momentum encoder
     encoder.frontend.set_statistics(*normalisation_statistics(encoder, clips, cfg))
     config = cfg.model_dump()
-    if cfg.init.from_ is not None:  # a plain run's front-end statistics replace the ones just computed
-        config["init"] |= warm_start(encoder, cfg.init.from_, encoder_spec)
+    if cfg.init.source is not None:  # a plain run's front-end statistics replace the ones just computed
+        config["init"] |= warm_start(encoder, cfg.init.source, encoder_spec)
         print(f"Started from the plain ResNet18 {config['init']['file']} (sha256 {config['init']['sha256'][:12]}).")
     mean, std = float(encoder.frontend.mean), float(encoder.frontend.std)
     learner = build_learner(cfg.method, encoder, space)

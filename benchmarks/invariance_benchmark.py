@@ -131,9 +131,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ------------------------------------------------------------------------------------------------ one encoder
 def pretrain_command(args: argparse.Namespace, r: Recipe, seed: int, folder: Path) -> list[str]:
     entry = "vision.pretrain" if args.modality == "vision" else "audio.pretrain"
+    init = ["--init.from", str(args.runs / f"seed{seed}" / r.init_from)] if r.init_from else []
     return [sys.executable, "-m", entry, "--run.output", str(folder), "--run.steps", str(args.steps * r.steps_factor),
             "--run.batch_size", str(args.batch_size), "--run.seed", str(seed), "--run.progress", "false",
-            "--run.num_workers", "0", "--run.log_every", "1", *r.flags]
+            "--run.num_workers", "0", "--run.log_every", "1", *r.flags, *init]
+
+
+def pretrain_run(args: argparse.Namespace, r: Recipe, seed: int) -> float | None:
+    """Pre-train one encoder unless its finished run is there; the seconds it took, or None when reused."""
+    folder = args.runs / f"seed{seed}" / r.name
+    if _finished(folder, args.steps * r.steps_factor):
+        return None
+    began = time.perf_counter()
+    log = folder.parent / f"{r.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as handle:
+        subprocess.run(pretrain_command(args, r, seed, folder), cwd=ROOT, check=True, stdout=handle,
+                       stderr=subprocess.STDOUT, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    return time.perf_counter() - began
 
 
 def _finished(folder: Path, steps: int) -> bool:
@@ -148,7 +163,8 @@ def evaluation_key(args: argparse.Namespace, r: Recipe, seed: int) -> str:
     """A hash of everything an evaluation depends on (besides the code): its reuse key."""
     settings = {k: getattr(args, k) for k in ("steps", "batch_size", "num_train", "num_test", "test_pool",
                                                "probe_epochs", "measure_inputs", "copies", "interpolation_steps")}
-    return hashlib.sha256(json.dumps([settings, r.name, r.flags, seed], sort_keys=True).encode()).hexdigest()[:16]
+    parts = [settings, r.name, r.flags, seed] + ([r.init_from] if r.init_from else [])
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def run_job(args: argparse.Namespace, r: Recipe, seed: int) -> dict:
@@ -166,14 +182,13 @@ def run_job(args: argparse.Namespace, r: Recipe, seed: int) -> dict:
         return json.loads(out.read_text())
     timings: dict[str, float] = {}
     command = pretrain_command(args, r, seed, folder)
-    if not _finished(folder, args.steps * r.steps_factor):
-        began = time.perf_counter()
-        log = folder.parent / f"{r.name}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("w") as handle:
-            subprocess.run(command, cwd=ROOT, check=True, stdout=handle, stderr=subprocess.STDOUT,
-                           env=os.environ | {"OMP_NUM_THREADS": "1"})
-        timings["pretrain_s"] = time.perf_counter() - began
+    if r.init_from:  # the run it starts from (collect() schedules that recipe's jobs first)
+        seconds = pretrain_run(args, recipe(args.modality, r.init_from), seed)
+        if seconds is not None:
+            timings["init_pretrain_s"] = seconds
+    seconds = pretrain_run(args, r, seed)
+    if seconds is not None:
+        timings["pretrain_s"] = seconds
     from benchmarks.evidence.scores import score_amortised, score_plain, training_points
     from benchmarks.evidence.tasks import load_tasks
     from core.checkpoint import load_encoder
@@ -229,13 +244,18 @@ def collect(args: argparse.Namespace) -> dict[str, dict[int, dict]]:
                 results.setdefault(r.name, {})[s] = json.loads(path.read_text())
         return results
     context = multiprocessing.get_context("spawn")
+    # recipes that start from another recipe's run go in a second wave, so two jobs never train one run folder
+    waves = [[job for job in jobs if not job[0].init_from], [job for job in jobs if job[0].init_from]]
+    bar = tqdm(total=len(jobs), desc=f"{args.modality} encoders", unit="run")
     with futures.ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
-        pending = {pool.submit(run_job, args, r, s): (r.name, s) for r, s in jobs}
-        bar = tqdm(futures.as_completed(pending), total=len(pending), desc=f"{args.modality} encoders", unit="run")
-        for done in bar:
-            name, seed = pending[done]
-            results.setdefault(name, {})[seed] = done.result()
-            bar.set_postfix_str(f"{name} seed {seed} done")
+        for wave in waves:
+            pending = {pool.submit(run_job, args, r, s): (r.name, s) for r, s in wave}
+            for done in futures.as_completed(pending):
+                name, seed = pending[done]
+                results.setdefault(name, {})[seed] = done.result()
+                bar.update(1)
+                bar.set_postfix_str(f"{name} seed {seed} done")
+    bar.close()
     return results
 
 

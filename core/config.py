@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
 
 class StrictModel(BaseModel):
@@ -171,20 +171,26 @@ class RunConfig(StrictModel):
         return self
 
 
-class InitConfig(StrictModel):
-    """Where the encoder starts: its own initialisation, or amortising a plain ResNet (``--init.from``)."""
+_INIT_FROM = (
+    "Start the Hyper-ResNet from a plain ResNet (beyond the paper): a run folder of this library's plain "
+    "resnet18/resnet50 pre-training (encoder.safetensors + encoder.json; same modality, depth, width and stem, e.g. a "
+    "--model.fixed_descriptor baseline) or a torchvision-layout ResNet state dict (.pth/.pt/.safetensors, as "
+    "torchvision, lightly or solo-learn save it; prefixes backbone./encoder./module./model. are stripped; fc is "
+    "ignored). Every generator's output bias becomes the plain kernel and its weight zero, stem and BatchNorms "
+    "(statistics too) and an audio front end's normalisation are copied, so at step 0 every descriptor gives exactly "
+    "the plain encoder's features and training learns only how they change per descriptor. Use it to amortise an "
+    "encoder you already trust, or to spend a short budget on the descriptor instead of on features from scratch. "
+    "config.json records the file and its sha256. None: a fresh initialisation.")
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True,
-                              serialize_by_alias=True)
+# ``from`` is a Python keyword, so the field is declared by name through ``create_model``; read it as ``.source``.
+_InitFields = create_model("_InitFields", __base__=StrictModel,
+                           **{"from": (str | None, Field(None, description=_INIT_FROM))})
 
-    from_: str | None = Field(
-        None, alias="from", description="Start the Hyper-ResNet from a plain ResNet (beyond the paper): a run folder "
-        "of this library's plain resnet18/resnet50 pre-training (encoder.safetensors + encoder.json; same modality, "
-        "depth, width and stem, e.g. a --model.fixed_descriptor baseline) or a torchvision-layout ResNet state dict "
-        "(.pth/.pt/.safetensors, as torchvision, lightly or solo-learn save it; prefixes backbone./encoder./module./"
-        "model. are stripped; fc is ignored). Every generator's output bias becomes the plain kernel and its weight "
-        "zero, stem and BatchNorms (statistics too) and an audio front end's normalisation are copied, so at step 0 "
-        "every descriptor gives exactly the plain encoder's features and training learns only how they change per "
-        "descriptor. Use it to amortise an encoder you already trust, or to spend a short budget on the descriptor "
-        "instead of on features from scratch. config.json records the file and its sha256. None: a fresh "
-        "initialisation.")
+
+class InitConfig(_InitFields):
+    """Where the encoder starts (``init.from``): its own initialisation, or amortising a plain ResNet."""
+
+    @property
+    def source(self) -> str | None:
+        """The ``init.from`` value."""
+        return getattr(self, "from")

@@ -143,7 +143,7 @@ class PretrainConfig(StrictModel):
     def _check(self) -> PretrainConfig:
         if self.model.fixed_descriptor is not None and self.model.space != "vision_groups":
             raise ValueError("model.fixed_descriptor names a descriptor of the vision_groups space")
-        if self.init.from_ is not None and not self.model.backbone.startswith("hyper_resnet"):
+        if self.init.source is not None and not self.model.backbone.startswith("hyper_resnet"):
             raise ValueError(f"init.from starts a Hyper-ResNet from a plain ResNet; model.backbone is "
                              f"{self.model.backbone!r} (use hyper_resnet18 or hyper_resnet50)")
         return self
@@ -203,8 +203,8 @@ def main(cfg: PretrainConfig) -> dict:
     # ------------------------------------------------------------------ model
     backbone, encoder_spec = build_backbone(cfg.model, cfg.data.image_size, space)
     config = cfg.model_dump()
-    if cfg.init.from_ is not None:  # before the learner copies the backbone into a momentum encoder
-        config["init"] |= warm_start(backbone, cfg.init.from_, encoder_spec)
+    if cfg.init.source is not None:  # before the learner copies the backbone into a momentum encoder
+        config["init"] |= warm_start(backbone, cfg.init.source, encoder_spec)
         print(f"Started from the plain ResNet {config['init']['file']} (sha256 {config['init']['sha256'][:12]}).")
     learner = build_learner(cfg.method, backbone, space)
     fixed_id = None
