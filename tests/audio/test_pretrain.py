@@ -225,46 +225,48 @@ def test_descriptor_groups_run_three_steps(tmp_path: Path) -> None:
     assert [r["descriptors"] for r in records] == [4, 4, 4] and np.isfinite([r["loss"] for r in records]).all()
 
 
-def test_init_from_a_plain_run_brings_its_kernels_and_front_end(tmp_path: Path) -> None:
+def test_init_from_a_plain_run_brings_its_kernels_and_front_end(tmp_path: Path, monkeypatch) -> None:
+    import copy
+
+    import audio.pretrain as recipe
+    from core.pretrain.init import warm_start
+
     # another seed, so the plain run's log-mel statistics differ from the ones this run would compute itself
     main(tiny(tmp_path / "p", "--steps", "3", "--backbone", "resnet18", "--model.fixed_descriptor", "all",
               "--seed", "1"))
     plain = load_encoder(tmp_path / "p")
+    wave = torch.randn(4, 8000, generator=torch.Generator().manual_seed(0))
+    started = []
+
+    def check_then_train(learner, dataset, **kwargs):  # the learner main hands the engine, before its first step
+        for name in ("backbone", "momentum_backbone"):  # the MoCo key encoder normalises like the online one
+            encoder, reference = copy.deepcopy(getattr(learner, name)), copy.deepcopy(plain)
+            assert (encoder.frontend.mean, encoder.frontend.std) == (plain.frontend.mean, plain.frontend.std)
+            with torch.no_grad():
+                for mode in ("eval", "train"):
+                    getattr(encoder, mode)(), getattr(reference, mode)()
+                    for i in (0, 17, 64, 119):
+                        invariance = plain.space.descriptors[i]
+                        torch.testing.assert_close(encoder(wave, invariance), reference(wave, invariance),
+                                                   rtol=1e-5, atol=1e-5)
+            started.append(name)
+        return real(learner, dataset, **kwargs)
+
+    real = recipe.pretrain
+    monkeypatch.setattr(recipe, "pretrain", check_then_train)
     cfg = tiny(tmp_path / "h", "--steps", "3", "--init.from", str(tmp_path / "p"), "--method", "mocov2",
                "--method.queue_size", "16", "--method.head", "shared", "--run.descriptors_per_step", "2")
-    summary = main(cfg)
-    assert summary["step"] == 3 and np.isfinite(losses(tmp_path / "h")).all()
-    state = load_checkpoint(tmp_path / "h")["model"]
-    for name in ("backbone", "momentum_backbone"):  # the MoCo key encoder normalises like the online one
-        assert state[f"{name}.frontend.std"] == plain.frontend.std
-        assert state[f"{name}.frontend.mean"] == plain.frontend.mean
-    fresh = tiny(tmp_path / "f", "--steps", "1")
-    space = plain.space
-    own, spec = build_backbone(fresh, space)
-    from audio.pretrain import normalisation_statistics
-    from core.pretrain.init import warm_start
-
-    assert normalisation_statistics(own, build_clip_source_for(fresh), fresh)[1] != float(plain.frontend.std)
-    record = warm_start(own, tmp_path / "p", spec)
-    assert record["kind"] == "run" and json.loads((tmp_path / "h" / "config.json").read_text())["init"]["sha256"] == (
-        record["sha256"])
-    wave = torch.randn(4, 8000, generator=torch.Generator().manual_seed(0))
-    own.eval(), plain.eval()
-    with torch.no_grad():
-        for i in (0, 17, 64, 119):
-            torch.testing.assert_close(own(wave, space.descriptors[i]), plain(wave, space.descriptors[i]),
-                                       rtol=1e-5, atol=1e-5)
+    assert main(cfg)["step"] == 3 and np.isfinite(losses(tmp_path / "h")).all()
+    assert started == ["backbone", "momentum_backbone"]
+    own, spec = build_backbone(cfg, plain.space)
+    own.frontend.set_statistics(*recipe.normalisation_statistics(own, recipe.build_clip_source(
+        "synthetic", None, size=64, seconds=0.5, seed=0), cfg))
+    assert float(own.frontend.std) != float(plain.frontend.std)  # what the run would have used on its own
+    record = json.loads((tmp_path / "h" / "config.json").read_text())["init"]
+    assert record["kind"] == "run" and record["sha256"] == warm_start(own, tmp_path / "p", spec)["sha256"]
     vision_run = tmp_path / "v"
     vision_run.mkdir()
     (vision_run / "encoder.json").write_text(json.dumps({"encoder": {"factory": "vision.models:create_backbone",
                                                                      "name": "resnet18", "kwargs": {}}}))
     with pytest.raises(ValueError, match="another modality"):
         warm_start(own, vision_run, spec)
-
-
-def build_clip_source_for(cfg: PretrainConfig):
-    from audio.data.sources import build_clip_source
-
-    d = cfg.data
-    return build_clip_source(d.dataset, d.data_root, split=d.split, cache_dir=d.cache_dir, size=d.synthetic_size,
-                             seconds=d.clip_seconds, seed=cfg.run.seed)
