@@ -243,3 +243,34 @@ def test_a_checkpoint_from_before_the_option_resumes_with_one_group(tmp_path: Pa
         check_resume(state, {"method": "simclr"}, run | {"descriptors_per_step": 2}, 1, tmp_path)
     with pytest.raises(CheckpointError, match="init"):
         check_resume(state, {"method": "simclr", "init": {"from": "plain/"}}, run, 1, tmp_path)
+
+
+def _ddp_worker(rank: int, port: int, output: str, result_dir: str) -> None:
+    import os
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    learner = tiny_learner("mocov2", "shared")
+    run_pretrain(Path(output), steps=3, method="mocov2", learner=learner, descriptors_per_step=2)
+    flat = torch.cat([p.detach().flatten() for p in learner.parameters()])
+    torch.save({"flat": flat, "queue": learner.queues.queue, "ptr": learner.queues.ptr},
+               Path(result_dir) / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_two_process_mocov2_with_groups_keeps_replicas_and_queues_identical(tmp_path: Path) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(port, str(tmp_path / "run"), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert torch.equal(r0["flat"], r1["flat"]) and torch.equal(r0["queue"], r1["queue"])
+    # each step's two groups send 4 keys per rank, all-gathered: 8 keys into each group's own queue (16 slots)
+    drawn = [i for step in range(3) for i in group_invariance_ids(GROUPS, step, 2)]
+    expected = [8 * drawn.count(i) % 16 for i in range(3)]
+    assert r0["ptr"].tolist() == r1["ptr"].tolist() == expected
