@@ -6,7 +6,7 @@ changes one thing against the amortised default:
 
 - ``amortised``: Hyper-ResNet18 (width 32, generator width 8), every training descriptor of the space sampled per
   step (vision: the 3 of ``vision_groups``; audio: the 120 of the seven CLAR factors).
-- baselines (SPEC §5): the plain ResNet18 with the same layers on one fixed descriptor. Vision: default (both
+- baselines: the plain ResNet18 with the same layers on one fixed descriptor. Vision: default (both
   groups), appearance only, spatial only. Audio: default (all seven factors) and two disjoint subsets, the
   spectral factors (pitch shift, white and mixed noise: keeps onsets) and the temporal ones (fade, time mask,
   time shift, time stretch: keeps pitch).
