@@ -1,6 +1,7 @@
 """The modality-free pre-training engine and what it runs.
 
-- :mod:`~core.pretrain.sampler`: batches that carry the step's descriptor to the data-loader workers.
+- :mod:`~core.pretrain.sampler`: batches that carry the step's descriptor (or each group's, with
+  ``descriptors_per_step``) to the data-loader workers.
 - :mod:`~core.pretrain.losses`, :mod:`~core.pretrain.queues`, :mod:`~core.pretrain.heads`: NT-Xent / InfoNCE /
   MoCo-v3 losses, per-descriptor key queues, projection and prediction heads.
 - :mod:`~core.pretrain.learners`: SimCLR, MoCo-v2 and MoCo-v3 conditioned on the step's descriptor.
@@ -11,9 +12,11 @@
 - :mod:`~core.pretrain.metrics`, :mod:`~core.pretrain.checkpointer`, :mod:`~core.pretrain.resume`,
   :mod:`~core.pretrain.rng`: metrics.jsonl/TensorBoard with timings, atomic checkpoints and exact resumes.
 - :mod:`~core.pretrain.schedules`, :mod:`~core.pretrain.engine`: per-step schedules and the training loop.
+- :mod:`~core.pretrain.init`: :func:`warm_start`, a Hyper-ResNet started from a plain ResNet (``--init.from``).
 """
 
 from core.pretrain.engine import pretrain
+from core.pretrain.init import warm_start
 from core.pretrain.learners import ContrastiveLearner, create_learner
 from core.pretrain.losses import InfoNCELoss, MoCoV3Loss, NTXentLoss
 from core.pretrain.queues import DescriptorQueues
@@ -34,4 +37,5 @@ __all__ = [
     "pretrain",
     "to_device",
     "train_one_step",
+    "warm_start",
 ]
