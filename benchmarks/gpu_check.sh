@@ -19,7 +19,9 @@
 #   5. benchmarks/audio_fewshot_speed.py --device cuda --paper-episodes 25: the per-episode few-shot route
 #      (and the cached routes) on the GPU                               -> audio_fewshot_speed.json
 #   6. benchmarks/audio_augment_throughput.py --recipe fsd50k --device cuda: the fast augmentation path on the
-#      GPU and the learner's step with its log-mel front end            -> audio_augment.json
+#      GPU, the learner's step with its log-mel front end, and 8 end-to-end steps with the views made in the
+#      data-loader workers and then inside the training step on the GPU (data wait and clips/s both ways)
+#                                                                         -> audio_augment.json
 #   7. benchmarks/pretrain_throughput.py --device cuda (bf16 autocast)   -> pretrain_throughput.json
 #      (benchmarks/hypernet_overhead.py has no device option, so it is not run here)
 #   8. a 50-step python -m vision.pretrain smoke run on CUDA with bf16, then core.load_encoder on CUDA
@@ -183,13 +185,13 @@ if [[ $SMOKE == 1 ]]; then
     TEST_DEVICE=cpu
     TEST_PATHS="tests/audio/test_frontend.py"
     QUICK=(--quick)
-    AUGMENT=(--recipe bare --batches 1 --reference-batches 1 --model-steps 1 --steps 0)
+    AUGMENT=(--recipe bare --batches 1 --reference-batches 1 --model-steps 1 --steps 3)
 else
     DEVICE=cuda
     TEST_DEVICE=cuda
     TEST_PATHS="tests"
     QUICK=()
-    AUGMENT=(--recipe fsd50k --batches 4 --reference-batches 1 --model-steps 10 --steps 0)
+    AUGMENT=(--recipe fsd50k --batches 4 --reference-batches 1 --model-steps 10 --steps 8)
 fi
 export PYTHON OUT_DIR TEST_DEVICE TEST_PATHS
 if [[ $SMOKE != 1 ]]; then
@@ -208,7 +210,7 @@ step paper_width_audio 150 "$PYTHON" benchmarks/paper_width_step.py --modality a
     ${QUICK[@]+"${QUICK[@]}"} --output "$OUT_DIR/paper_width_step_audio.json"
 step audio_fewshot_speed 180 "$PYTHON" benchmarks/audio_fewshot_speed.py --device "$DEVICE" --paper-episodes 25 \
     ${QUICK[@]+"${QUICK[@]}"} --output "$OUT_DIR/audio_fewshot_speed.json"
-step audio_augment 150 "$PYTHON" benchmarks/audio_augment_throughput.py --device "$DEVICE" "${AUGMENT[@]}" \
+step audio_augment 200 "$PYTHON" benchmarks/audio_augment_throughput.py --device "$DEVICE" "${AUGMENT[@]}" \
     --output "$OUT_DIR/audio_augment.json"
 
 if [[ $SMOKE != 1 ]]; then

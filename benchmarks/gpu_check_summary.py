@@ -104,7 +104,9 @@ def summarise(out: Path) -> dict:
         summary["audio_augment"] = {
             "recipe": augment["recipe"], "model": augment.get("model"),
             "augmentation": [{k: row.get(k) for k in ("path", "device", "clips_per_s")}
-                             for row in augment["augmentation"]]}
+                             for row in augment["augmentation"]],
+            "end_to_end": {where: {k: row.get(k) for k in ("data_share", "clips_per_s", "steps")}
+                           for where, row in (augment.get("end_to_end") or {}).items()}}
     else:
         summary["missing"].append("audio_augment.json")
     return summary
