@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -243,6 +244,16 @@ def normalisation_statistics(encoder: nn.Module, clips: Any, cfg: PretrainConfig
     return logmel_statistics(encoder.frontend, batches())
 
 
+def evaluate_hint(data: DataConfig, out: str) -> str:
+    """The ``audio.evaluate`` command suggested after a run: the README's ``synthetic:pitch`` for the embedded data
+    (the bare encoder reads pitch well, R² far above 0), else a few-shot check of the run's own clips' kind."""
+    report = shlex.quote(f"{out}/eval-pitch.json")
+    if data.dataset == "synthetic":
+        return f"python -m audio.evaluate --checkpoint {shlex.quote(out)} --task synthetic:pitch --output {report}"
+    return (f"python -m audio.fewshot --checkpoint {shlex.quote(out)} --dataset esc50 --data-root ESC50_DIR "
+            f"--protocol table8 --output {shlex.quote(f'{out}/fewshot-esc50.json')}")
+
+
 def augment_placement(augment_device: str, run_device: str) -> Literal["workers", "step"]:
     """Where the views are made: ``"step"`` (the training device) or ``"workers"``; ``auto`` follows the device."""
     if augment_device == "auto":
@@ -304,6 +315,7 @@ def main(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None = Non
     loss = "none (the checkpoint was at run.steps)" if summary["loss"] is None else f"{summary['loss']:.4f}"
     print(f"\nDone: step {summary['step']}, loss {loss}.\n"
           f"Outputs in {out}/: config.json, metrics.jsonl, checkpoint.pt, data.json\n"
+          f"Evaluate:  {evaluate_hint(d, out)}\n"
           f"Load:      from core import load_encoder; encoder = load_encoder('{out}')  "
           f"# encoder(waveforms (B, samples) at 16 kHz, invariance)")
     return summary

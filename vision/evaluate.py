@@ -2,7 +2,7 @@
 
 ::
 
-    python -m vision.evaluate --checkpoint runs/vision-pretrain --task synthetic:shape --mode invariance \\
+    python -m vision.evaluate --checkpoint runs/vision-pretrain --task synthetic:color --mode invariance \\
         --output runs/vision-pretrain/eval-shape.json
 
 Tasks (:func:`vision.tasks.load_task`): ``synthetic:shape|color|position|mirror`` (rendered from a seed pre-training
@@ -28,7 +28,7 @@ from vision.tasks import load_task
 
 
 class EvaluateConfig(evaluate.EvaluateSettings):
-    task: str = Field("synthetic:shape", description="synthetic:shape|color|position|mirror, imagefolder:DIR, "
+    task: str = Field("synthetic:color", description="synthetic:shape|color|position|mirror, imagefolder:DIR, "
                       "cifar10, cifar100, or a paper dataset NAME:DIR (vision.datasets.READERS).")
     data_root: str | None = Field(None, description="Folder of torchvision's CIFAR files (cifar10/cifar100).")
     num_train: int = Field(2000, ge=10, description="Training images (validation is carved from them).")

@@ -95,7 +95,12 @@ def bound_report(encoder: nn.Module, data: TaskData, result: ProbeResult, cfg: E
                                       desc="bound: features", transform=data.transform)  # (N, D)
     count = descriptor_count(space.dim, bits) if learned else 1
     out = head_bound(features, data.y_train.to(features.device), result.head, count)
-    return out | {"descriptor": str(space.descriptor(invariance)), "quantized_bits": bits if learned else None}
+    # The ramp loss lies in [0, 1]: a bound at or above 1 says nothing (vacuous), however it is printed.
+    vacuous = out["bound"] >= 1.0
+    return out | {"descriptor": str(space.descriptor(invariance)), "quantized_bits": bits if learned else None,
+                  "learned_descriptor": result.descriptor, "vacuous": vacuous,
+                  "reading": "vacuous: above the ramp loss's range [0, 1], so it bounds nothing" if vacuous
+                  else "a guarantee on the expected ramp loss with probability 1 - delta"}
 
 
 def print_summary(report: dict[str, Any], out: Path) -> None:
@@ -109,9 +114,16 @@ def print_summary(report: dict[str, Any], out: Path) -> None:
         print(f"  grid + refine route: {g['score']:.4f} at {g['descriptor']} ({g['wall_time_s']:.1f} s)")
     if report.get("bound"):
         b = report["bound"]
-        print(f"  Theorem 5.1 (δ = {b['delta']}): expected ramp loss <= {b['bound']:.3f} at {b['descriptor']} "
-              f"(training {b['empirical_loss']:.3f}, |I| = {b['num_descriptors']}; as a fixed linear readout "
-              f"{b['linear_readout']['bound']:.3f})")
+        where = (f"the learned descriptor rounded to {b['quantized_bits']} bits, {b['descriptor']} (the theorem "
+                 f"needs a finite set of descriptors, |I| = {b['num_descriptors']})" if b["quantized_bits"]
+                 else f"the fixed descriptor {b['descriptor']}")
+        if b.get("vacuous"):
+            print(f"  Theorem 5.1 (δ = {b['delta']}) at {where}: the bound is vacuous here ({b['bound']:.3f}, above "
+                  f"the ramp loss's range [0, 1]): too few training inputs for it to say anything; training ramp "
+                  f"loss {b['empirical_loss']:.3f}")
+        else:
+            print(f"  Theorem 5.1 (δ = {b['delta']}) at {where}: expected ramp loss <= {b['bound']:.3f} (training "
+                  f"{b['empirical_loss']:.3f}; as a fixed linear readout {b['linear_readout']['bound']:.3f})")
 
 
 __all__ = ["bound_report", "features_with_progress", "print_summary", "run_fewshot"]

@@ -270,3 +270,11 @@ def test_init_from_a_plain_run_brings_its_kernels_and_front_end(tmp_path: Path, 
                                                                      "name": "resnet18", "kwargs": {}}}))
     with pytest.raises(ValueError, match="another modality"):
         warm_start(own, vision_run, spec)
+
+
+def test_evaluate_hint_names_the_readme_task() -> None:
+    from audio.pretrain import DataConfig, evaluate_hint
+
+    hint = evaluate_hint(DataConfig(), "runs/a")
+    assert hint.startswith("python -m audio.evaluate --checkpoint runs/a --task synthetic:pitch")
+    assert "--protocol table8" in evaluate_hint(DataConfig(dataset="folder", data_root="/d"), "runs/a")

@@ -52,6 +52,8 @@ def test_invariance_mode_reports_every_synthetic_task(run_dir: Path, task: str, 
         assert bound["bound"] == pytest.approx(bound["empirical_loss"] + bound["complexity_term"]
                                                + bound["confidence_term"])
         assert bound["bound"] > bound["linear_readout"]["bound"]  # same L̂, the price of choosing among 16
+        assert bound["vacuous"] == (bound["bound"] >= 1.0)  # 120 images: the bound exceeds the loss's range
+        assert bound["learned_descriptor"] == saved["descriptor"]
 
 
 @pytest.mark.parametrize("mode", ["linear", "finetune", "fewshot"])
@@ -102,7 +104,7 @@ def test_invariance_mode_runs_one_route_by_default(run_dir: Path, monkeypatch: p
                                                    capsys: pytest.CaptureFixture) -> None:
     # The bare command used to run both routes (four sweep configurations each) in silence.
     cfg = load(evaluate.EvaluateConfig, ["--checkpoint", str(run_dir), "--output", str(run_dir / "bare.json")])
-    assert cfg.route == "gradient" and cfg.task == "synthetic:shape" and cfg.mode == "invariance" and cfg.progress
+    assert cfg.route == "gradient" and cfg.task == "synthetic:color" and cfg.mode == "invariance" and cfg.progress
     assert driver.sweep_settings(cfg) == {"epochs": PROBE_EPOCHS, "lrs": list(PROBE_LRS),
                                           "weight_decays": list(PROBE_WEIGHT_DECAYS)}
     assert cfg.invariance_lr == PROBE_INVARIANCE_LR
@@ -139,7 +141,7 @@ def test_help_says_required_not_pydantic_undefined() -> None:
     text = help_text(evaluate.EvaluateConfig, "python -m vision.evaluate")
     assert "PydanticUndefined" not in text
     assert "--checkpoint (required)" in text and "--output (required)" in text
-    assert "--route (default: 'gradient')" in text and "--task (default: 'synthetic:shape')" in text
+    assert "--route (default: 'gradient')" in text and "--task (default: 'synthetic:color')" in text
     assert "PydanticUndefined" not in help_text(measure.MeasureConfig, "python -m vision.measure")
 
 
@@ -149,7 +151,7 @@ def test_evaluate_hint_names_the_pretraining_data() -> None:
     assert shlex.split(hint)[shlex.split(hint).index("--task") + 1] == "imagefolder:/data/my images"
     hint = evaluate_hint(DataConfig(dataset="cifar10", data_root="/data/cifar"), "runs/x")
     assert "--task cifar10 --data_root /data/cifar" in hint
-    assert "--task synthetic:shape" in evaluate_hint(DataConfig(), "runs/x")
+    assert "--task synthetic:color" in evaluate_hint(DataConfig(), "runs/x")  # the README's task
 
 
 def test_printed_evaluate_hint_runs(run_dir: Path) -> None:
@@ -157,7 +159,7 @@ def test_printed_evaluate_hint_runs(run_dir: Path) -> None:
     assert argv[:3] == ["python", "-m", "vision.evaluate"]
     small = ["--num_train", "120", "--num_test", "60", "--epochs", "2", "--batch_size", "64", "--progress", "false"]
     report = evaluate.main(load(evaluate.EvaluateConfig, argv[3:] + small))
-    assert report["task"] == "synthetic:shape" and report["route"] == "gradient"
+    assert report["task"] == "synthetic:color" and report["route"] == "gradient"
     assert Path(argv[argv.index("--output") + 1]).is_file()
 
 
@@ -218,3 +220,17 @@ def test_evaluation_reads_the_encoder_files_not_the_checkpoint(run_dir: Path, tm
     cfg = evaluate_args(light, "synthetic:color", "linear", invariance="spatial=1", progress="false")
     report = evaluate.main(cfg)
     assert report["mode"] == "linear" and 0.0 <= report["score"] <= 1.0
+
+
+def test_summary_calls_a_vacuous_bound_vacuous(capsys: pytest.CaptureFixture) -> None:
+    from core.downstream.report import print_summary
+
+    bound = {"delta": 0.05, "bound": 3.2, "empirical_loss": 0.4, "num_descriptors": 16, "quantized_bits": 2,
+             "descriptor": "spatial=0.33 appearance=0.33", "vacuous": True, "linear_readout": {"bound": 2.9}}
+    report = {"task": "synthetic:color", "mode": "invariance", "metric": "top1", "score": 0.8, "wall_time_s": 1.0,
+              "descriptor": "spatial=0.45 appearance=0.23", "trained_params": 10, "routes": {}, "bound": bound}
+    print_summary(report, Path("x.json"))
+    out = capsys.readouterr().out
+    assert "vacuous" in out and "expected ramp loss <=" not in out and "rounded to 2 bits" in out
+    print_summary(report | {"bound": bound | {"bound": 0.6, "vacuous": False}}, Path("x.json"))
+    assert "expected ramp loss <= 0.600" in capsys.readouterr().out
