@@ -59,7 +59,7 @@ from core.pretrain.engine import _worker_init, autocast_dtype, build_optimizer  
 from core.pretrain.recipe import build_learner  # noqa: E402
 from core.pretrain.sampler import DescriptorBatchSampler  # noqa: E402
 from core.pretrain.step import train_one_step  # noqa: E402
-from vision.augmentations import BASELINE_DESCRIPTORS, ViewTransform  # noqa: E402
+from vision.augment import BASELINE_DESCRIPTORS, ViewTransform  # noqa: E402
 from vision.data import ContrastiveViews, build_pretrain_dataset  # noqa: E402
 from vision.pretrain import PretrainConfig, backbone_kwargs, build_backbone  # noqa: E402
 from vision.pretrain import main as pretrain_main  # noqa: E402

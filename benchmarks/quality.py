@@ -53,7 +53,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from benchmarks.evidence.scores import readout  # noqa: E402  (the same readout as the invariance benchmark)
+from benchmarks.invariance.scores import readout  # noqa: E402  (the same readout as the invariance benchmark)
 from core.checkpoint import load_checkpoint, load_encoder  # noqa: E402
 from core.downstream import ProbeConfig, TaskData, extract_features, grid_refine_probe, invariance_probe  # noqa: E402
 from core.downstream.task import PROBE_EPOCHS  # noqa: E402

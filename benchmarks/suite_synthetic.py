@@ -30,7 +30,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from vision.datasets import READERS  # noqa: E402
+from vision.data import READERS  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 

@@ -7,7 +7,7 @@
 
 Tasks (:func:`vision.tasks.load_task`): ``synthetic:shape|color|position|mirror`` (rendered from a seed pre-training
 never uses), ``imagefolder:DIR`` (80/20 split by ``--seed``), ``cifar10`` / ``cifar100`` (``--data_root``), or a
-paper dataset ``NAME:DIR`` in its official layout (:data:`vision.datasets.READERS`). Images are prepared at the
+paper dataset ``NAME:DIR`` in its official layout (:data:`vision.data.readers.READERS`). Images are prepared at the
 run's ``image_size`` the way pre-training prepares a view with every factor off.
 
 Modes, report and printed summary are those of :mod:`core.downstream.evaluate`, shared with ``audio.evaluate``:
@@ -29,7 +29,7 @@ from vision.tasks import load_task
 
 class EvaluateConfig(evaluate.EvaluateSettings):
     task: str = Field("synthetic:color", description="synthetic:shape|color|position|mirror, imagefolder:DIR, "
-                      "cifar10, cifar100, or a paper dataset NAME:DIR (vision.datasets.READERS).")
+                      "cifar10, cifar100, or a paper dataset NAME:DIR (vision.data.readers.READERS).")
     data_root: str | None = Field(None, description="Folder of torchvision's CIFAR files (cifar10/cifar100).")
     num_train: int = Field(2000, ge=10, description="Training images (validation is carved from them).")
     num_test: int = Field(1000, ge=10, description="Test images, touched once.")

@@ -8,8 +8,8 @@ Mahalanobis distance (Ericsson et al., 2022), via :func:`core.downstream.measure
 
 Each copy draws one set of factor parameters for its whole batch, so ``num_copies`` sweeps the factor's range
 with a single tensor op per copy; factors are always applied (probability 1), unlike in pre-training. With
-``--sweep deterministic`` each factor is instead measured at fixed strengths (:mod:`vision.sweeps`, Ericsson et
-al.'s protocol, for Tables 6/7) and the table shows each factor's mean over its sweep. ``--images DIR`` measures
+``--sweep deterministic`` each factor is instead measured at fixed strengths (:mod:`vision.measure_grids`, Ericsson
+et al.'s protocol, for Tables 6/7) and the table shows each factor's mean over its grid. ``--images DIR`` measures
 the images of a folder (read recursively, centre views at the pre-training size) instead of synthetic ones.
 
 References:
@@ -32,15 +32,9 @@ from tqdm import tqdm
 from core import cli
 from core.checkpoint import load_encoder, load_run_config
 from core.config import StrictModel
-from core.downstream.measure import (
-    FactorTransform,
-    format_table,
-    interpolation_curve,
-    measure_invariance,
-    plot_interpolation,
-    radar_plot,
-)
-from vision.augmentations import (
+from core.downstream.measure import FactorTransform, interpolation_curve, measure_invariance
+from core.downstream.measure_plots import format_table, plot_interpolation, radar_plot
+from vision.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     apply_color,
@@ -51,8 +45,9 @@ from vision.augmentations import (
     jitter_ops,
     sample_crop_box,
 )
-from vision.sweeps import folder_images, sweep_scores, sweep_transforms
-from vision.synthetic import SyntheticShapes
+from vision.data.folder import folder_images
+from vision.data.synthetic import SyntheticShapes
+from vision.measure_grids import grid_scores, grid_transforms
 from vision.tasks import EVAL_SEED_OFFSET
 
 
@@ -127,9 +122,9 @@ def main(cfg: MeasureConfig) -> dict:
         images = folder_images(cfg.images, image_size, cfg.num_images, cfg.seed)
     images = images.to(cfg.device)  # (N, 3, H, W) in [0, 1]
     deterministic = cfg.sweep == "deterministic"
-    transforms = sweep_transforms(image_size) if deterministic else factor_transforms(image_size)
+    transforms = grid_transforms(image_size) if deterministic else factor_transforms(image_size)
     copies = 1 if deterministic else cfg.num_copies
-    group = sweep_scores if deterministic else dict
+    group = grid_scores if deterministic else dict
 
     raw = []  # per descriptor, before grouping: the interpolation's endpoints reuse the first and last
     for invariance_id in tqdm(range(len(space)), desc="descriptors", unit="descriptor", disable=not cfg.progress):

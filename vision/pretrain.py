@@ -50,8 +50,9 @@ from core.invariance import InvarianceSpace
 from core.pretrain.engine import pretrain
 from core.pretrain.init import warm_start
 from core.pretrain.recipe import build_learner
-from vision.augmentations import BASELINE_DESCRIPTORS, ViewTransform
-from vision.data import ContrastiveViews, build_pretrain_dataset
+from vision.augment import BASELINE_DESCRIPTORS, ViewTransform
+from vision.data.pretrain_images import build_pretrain_dataset
+from vision.data.views import ContrastiveViews
 from vision.models import create_backbone
 
 PROG = "python -m vision.pretrain"

@@ -4,7 +4,7 @@
 
     python -m vision.suite --checkpoint runs/vision-pretrain --data-root /data --output runs/vision-pretrain/suite
 
-Runs every task of :data:`vision.datasets.READERS` whose folder is under ``--data-root`` (and any
+Runs every task of :data:`vision.data.readers.READERS` whose folder is under ``--data-root`` (and any
 ``synthetic:<task>`` listed in ``--tasks``), skipping and listing the others, with a progress bar over tasks:
 
 - many-shot classification and regression (Table 1 of [0]): ``vision.evaluate`` in ``invariance`` mode, the
@@ -43,8 +43,8 @@ from core.downstream import descriptor_grid, extract_features
 from core.downstream.fewshot.regression import fewshot_regression
 from core.downstream.task import TaskData
 from vision import evaluate
-from vision.datasets import READERS, find_datasets
-from vision.synthetic import TASKS as SYNTHETIC_TASKS
+from vision.data.readers import READERS, find_datasets
+from vision.data.synthetic import TASKS as SYNTHETIC_TASKS
 from vision.tasks import load_task
 
 #: Column titles of the paper's tables.
@@ -55,7 +55,7 @@ TITLES = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "caltech101": "Caltech10
 
 class SuiteConfig(StrictModel):
     checkpoint: str = Field(..., description="Pre-training run folder or its checkpoint.pt.")
-    data_root: str = Field(..., description="Folder holding the datasets' official folders (see vision.datasets).")
+    data_root: str = Field(..., description="Folder holding the datasets' official folders (see vision.data.readers).")
     output: str = Field(..., description="Folder for the per-task JSON reports, suite.json and suite.md.")
     tasks: list[str] | None = Field(None, description="Tasks to run (default: every dataset task); synthetic:<task> "
                                     "entries need no files.")

@@ -4,9 +4,9 @@ Every image is prepared the way pre-training prepares a view with every factor o
 normalisation), so a probe sees the encoder's own input distribution. Synthetic tasks render fresh images from
 a seed that pre-training never uses, so train and test images are unseen.
 
-The paper's datasets (:data:`vision.datasets.READERS`: ``flowers102``, ``caltech101``, ``300w``, ``fc100``, ...) are
+The paper's datasets (:data:`vision.data.readers.READERS`: ``flowers102``, ``caltech101``, ``300w``, ``fc100``, ...) are
 named ``NAME:DIR`` or ``NAME`` with ``data_root``, where the folder holds the official layout. Their images stay
-on disk: ``x_train``/``x_test`` are :class:`vision.datasets.ImageStore` objects, decoded on access at the
+on disk: ``x_train``/``x_test`` are :class:`vision.data.splits.ImageStore` objects, decoded on access at the
 pre-training resolution (cached as uint8 only when a split fits in memory), which the probes index like tensors.
 
 Every task is a :class:`core.downstream.task.TaskData`.
@@ -23,10 +23,12 @@ from torch.utils.data import Dataset
 
 from core.downstream.task import TaskData
 from core.invariance import InvarianceSpace
-from vision.augmentations import ViewTransform, center_resize
-from vision.data import ImageFolderDataset, load_cifar
-from vision.datasets import READERS, ImageStore, read_dataset
-from vision.synthetic import TASKS, SyntheticShapes, task_targets
+from vision.augment import ViewTransform, center_resize
+from vision.data.folder import ImageFolder
+from vision.data.pretrain_images import load_cifar
+from vision.data.readers import READERS, read_dataset
+from vision.data.splits import ImageStore
+from vision.data.synthetic import TASKS, SyntheticShapes, task_targets
 
 #: Seed offset of the downstream synthetic images (pre-training uses the run seed itself).
 EVAL_SEED_OFFSET = 10_000
@@ -54,7 +56,7 @@ def load_task(task: str, image_size: int, space: InvarianceSpace, data_root: str
     Args:
         task: ``synthetic:shape|color|position|mirror``, ``imagefolder:DIR`` (80/20 split by ``seed``),
             ``cifar10`` or ``cifar100`` (``data_root`` holds torchvision's folders), or a paper dataset
-            ``NAME:DIR`` / ``NAME`` (:data:`vision.datasets.READERS`; ``DIR`` defaults to ``data_root``).
+            ``NAME:DIR`` / ``NAME`` (:data:`vision.data.readers.READERS`; ``DIR`` defaults to ``data_root``).
         image_size: Encoder input side.
         space: Descriptor space (only to build the centre transform).
         data_root: Folder for CIFAR and the paper's datasets.
@@ -80,7 +82,7 @@ def load_task(task: str, image_size: int, space: InvarianceSpace, data_root: str
     if kind_name == "imagefolder":
         if not argument:
             raise ValueError("imagefolder tasks name their folder: --task imagefolder:/path/to/folder")
-        folder = ImageFolderDataset(Path(argument))
+        folder = ImageFolder(Path(argument))
         order = torch.randperm(len(folder), generator=torch.Generator().manual_seed(seed))
         split = int(0.8 * len(folder))
         train_idx, test_idx = order[:split][:num_train], order[split:][:num_test]
@@ -115,7 +117,7 @@ def _cap(n: int, cap: int, seed: int) -> Tensor:
 
 def load_dataset_task(task: str, image_size: int, root: str | None, num_train: int, num_test: int,
                       seed: int = 0) -> TaskData:
-    """A paper dataset (:func:`vision.datasets.read_dataset`) as a task whose images stream from disk.
+    """A paper dataset (:func:`vision.data.readers.read_dataset`) as a task whose images stream from disk.
 
     Raises:
         ValueError: If no folder is given.

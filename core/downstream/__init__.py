@@ -12,7 +12,8 @@
 - :mod:`~core.downstream.baselines`: linear readout and fine-tuning at a fixed descriptor.
 - :mod:`~core.downstream.fewshot`: the few-shot pipeline (episodes, classifiers, the per-episode descriptor, the
   routes and their report, low-shot regression), one for every modality.
-- :mod:`~core.downstream.measure`: invariance measurement (Ericsson et al.).
+- :mod:`~core.downstream.measure`: invariance measurement (Ericsson et al.), with its tables and plots in
+  :mod:`~core.downstream.measure_plots`.
 - :mod:`~core.downstream.batchnorm`: BatchNorm statistics re-estimated at one descriptor.
 - :mod:`~core.downstream.bound`: the generalisation bound of Theorem 5.1.
 - :mod:`~core.downstream.evaluate`: the evaluation driver of every modality's ``evaluate`` entry point (modes,

@@ -1,4 +1,4 @@
-"""Tests for vision.augmentations: factor parameters, on/off behaviour, reproducibility under a seed."""
+"""Tests for vision.augment: factor parameters, on/off behaviour, reproducibility under a seed."""
 
 import math
 
@@ -7,10 +7,11 @@ import torch
 import torchvision.transforms.v2.functional as F
 from PIL import Image
 
-import vision.augmentations as aug
+import vision.augment.views as aug
 from core.invariance import InvarianceSpace
-from vision.augmentations import (
+from vision.augment import (
     BASELINE_DESCRIPTORS,
+    FACTORS,
     ViewParams,
     ViewTransform,
     adjust_hue,
@@ -364,7 +365,7 @@ def test_baseline_descriptors():
         "spatial": {"spatial": 1.0, "appearance": 0.0},
     }
     transform = ViewTransform(GROUPS, 32, solarize=True)
-    assert transform.factors_for(BASELINE_DESCRIPTORS["default"]) == set(aug.FACTORS)
+    assert transform.factors_for(BASELINE_DESCRIPTORS["default"]) == set(FACTORS)
     assert transform.factors_for(BASELINE_DESCRIPTORS["spatial"].invariance_id) == {"crop", "flip"}
 
 

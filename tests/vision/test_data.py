@@ -1,6 +1,6 @@
-"""Tests for vision.data (two-view dataset, local loaders) and vision.synthetic (the embedded dataset)."""
+"""Tests for vision.data: the two-view dataset, the embedded synthetic shapes, the folder reader and CIFAR."""
 
-import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,11 +8,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Subset
 
+import vision.data.synthetic as synthetic
 from core.invariance import InvarianceSpace
 from core.pretrain.sampler import DescriptorBatchSampler
-from vision.augmentations import ViewTransform
-from vision.data import ContrastiveViews, ImageFolderDataset, build_pretrain_dataset, load_cifar
-from vision.synthetic import (
+from vision.augment import ViewTransform
+from vision.data.folder import ImageFolder, folder_images
+from vision.data.pretrain_images import build_pretrain_dataset, load_cifar
+from vision.data.synthetic import (
     BG_TEXTURES,
     CHIRAL_SHAPES,
     ROTATION_RANGE,
@@ -25,6 +27,7 @@ from vision.synthetic import (
     shape_masks,
     task_targets,
 )
+from vision.data.views import ContrastiveViews
 
 GROUPS = InvarianceSpace.from_name("vision_groups")
 
@@ -175,11 +178,20 @@ def test_mirrored_object_is_the_horizontal_flip_of_the_unmirrored_one():
     assert ((mirrored - unmirrored).abs().amax(dim=(1, 2, 3)) > 0.1).all()
 
 
-def test_synthetic_generation_is_fast():
-    start = time.perf_counter()
-    images = SyntheticShapes(size=4000, image_size=32, seed=3).images()
+def test_synthetic_images_render_a_chunk_per_call(monkeypatch):
+    """Rendering is vectorised: 4,000 images are drawn in 8 batched calls (chunks of 512), each once."""
+    calls = []
+
+    def counting_render(factors, background):
+        calls.append(background.shape[0])
+        return render(factors, background)
+
+    monkeypatch.setattr(synthetic, "render", counting_render)
+    dataset = SyntheticShapes(size=4000, image_size=32, seed=3)
+    images = dataset.images()
     assert images.shape == (4000, 3, 32, 32)
-    assert time.perf_counter() - start < 5.0
+    assert calls == [512] * 7 + [4000 - 7 * 512]
+    assert torch.equal(dataset.images([5, 3999]), images[[5, 3999]]) and len(calls) == 8  # cached: no new render
 
 
 def test_task_targets(shapes):
@@ -213,7 +225,7 @@ def test_image_folder(tmp_path):
             Image.fromarray(pixels).save(tmp_path / name / f"{k}.png")
     (tmp_path / "dog" / "notes.txt").write_text("not an image")
     dataset = build_pretrain_dataset("imagefolder", data_root=tmp_path)
-    assert isinstance(dataset, ImageFolderDataset) and dataset.classes == ["cat", "dog"]
+    assert isinstance(dataset, ImageFolder) and dataset.classes == ["cat", "dog"]
     assert len(dataset) == 4 and dataset.targets == [0, 0, 1, 1]
     image, label = dataset[3]
     assert image.shape == (3, 10, 12) and image.dtype == torch.uint8 and label == 1
@@ -222,15 +234,45 @@ def test_image_folder(tmp_path):
     assert view["view0"].shape == (3, 8, 8)
 
 
+def test_image_folder_orders_by_class_then_path_and_skips_hidden_folders(tmp_path):
+    for path in ("b/z.png", "b/a/y.png", "a/x.png", ".cache/w.png", "c/notes.txt"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        if path.endswith(".png"):
+            Image.new("RGB", (4, 4)).save(tmp_path / path)
+        else:
+            (tmp_path / path).write_text("not an image")
+    folder = ImageFolder(tmp_path)
+    assert folder.classes == ["a", "b", "c"]  # c has no image: allowed, as long as some class has one
+    assert [Path(p).relative_to(tmp_path).as_posix() for p, _ in folder.samples] == ["a/x.png", "b/a/y.png", "b/z.png"]
+    assert folder.targets == [0, 1, 1]
+
+
 def test_image_folder_errors_name_the_path(tmp_path):
     missing = tmp_path / "missing"
     with pytest.raises(FileNotFoundError, match=str(missing)):
-        ImageFolderDataset(missing)
+        ImageFolder(missing)
     with pytest.raises(FileNotFoundError, match="no class sub-folders"):
-        ImageFolderDataset(tmp_path)
+        ImageFolder(tmp_path)
     (tmp_path / "empty_class").mkdir()
     with pytest.raises(FileNotFoundError, match="no images"):
-        ImageFolderDataset(tmp_path)
+        ImageFolder(tmp_path)
+
+
+def test_folder_images_reads_nested_folders_seeded(tmp_path):
+    for k in range(5):
+        folder = tmp_path / "a" if k % 2 else tmp_path / "b" / "deep"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (20 + k, 16), (50 * k, 0, 255)).save(folder / f"{k}.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    images = folder_images(tmp_path, 8, num_images=3, seed=0)
+    assert images.shape == (3, 3, 8, 8) and 0 <= images.min() and images.max() <= 1
+    torch.testing.assert_close(images, folder_images(tmp_path, 8, num_images=3, seed=0))
+    assert folder_images(tmp_path, 8, num_images=50).shape[0] == 5
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no images"):
+        folder_images(tmp_path / "empty", 8, 1)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        folder_images(tmp_path / "missing", 8, 1)
 
 
 def test_cifar_errors_name_the_path(tmp_path):
@@ -242,7 +284,13 @@ def test_cifar_errors_name_the_path(tmp_path):
     fake.mkdir()
     for name in ("data_batch_1", "batches.meta"):
         (fake / name).write_bytes(b"not the official file")
-    with pytest.raises(FileNotFoundError, match="official"):
+    with pytest.raises(FileNotFoundError, match="data_batch_2") as missing:  # the layout is checked first
+        load_cifar("cifar10", tmp_path)
+    named = str(missing.value).split("Expected layout")[0]
+    assert "test_batch" in named and "data_batch_1" not in named
+    for name in [f"data_batch_{k}" for k in range(2, 6)] + ["test_batch"]:
+        (fake / name).write_bytes(b"not the official file")
+    with pytest.raises(FileNotFoundError, match="official"):  # then torchvision's MD5 check
         load_cifar("cifar10", tmp_path)
 
 

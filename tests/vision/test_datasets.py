@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 from core.invariance import InvarianceSpace
-from vision.datasets import ImageSplit, ImageStore, find_datasets, read_dataset
-from vision.datasets.base import prepare
-from vision.datasets.fc100 import FC100_TEST_SUPERCLASSES
-from vision.datasets.landmarks import FACE_MARGIN
+from vision.data import ImageSplit, ImageStore, find_datasets, read_dataset
+from vision.data.fc100 import FC100_TEST_SUPERCLASSES
+from vision.data.landmarks import FACE_MARGIN
+from vision.data.splits import prepare
 from vision.tasks import load_task
 
 
@@ -147,7 +147,7 @@ def test_landmark_targets_point_at_the_same_pixel_in_the_prepared_image(tmp_path
     image = torch.zeros(3, 60, 80, dtype=torch.uint8)
     points = torch.tensor([[20.0, 15.0], [50.0, 40.0], [30.0, 45.0]], dtype=torch.float64)
     image[:, 39:42, 49:52] = 255  # a bright 3x3 patch on pixel (x = 50, y = 40), point 2
-    from vision.datasets.landmarks import face_box, normalise
+    from vision.data.landmarks import face_box, normalise
 
     box = face_box(points)
     target = normalise(points, box).reshape(3, 2)

@@ -11,7 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from core.checkpoint import load_encoder
 from core.cli import help_text, load
 from core.downstream import evaluate as driver
-from core.downstream.measure import radar_figure
+from core.downstream.measure_plots import radar_figure
 from core.downstream.task import PROBE_EPOCHS, PROBE_INVARIANCE_LR, PROBE_LRS, PROBE_WEIGHT_DECAYS
 from vision import evaluate, measure
 from vision.pretrain import DataConfig, evaluate_hint

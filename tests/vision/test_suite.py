@@ -9,7 +9,7 @@ from PIL import Image
 
 from core.cli import load
 from vision import suite
-from vision.datasets import READERS
+from vision.data.readers import READERS
 
 
 def _fake_root(root: Path) -> None:
@@ -70,7 +70,7 @@ def test_suite_runs_present_tasks_and_lists_missing_ones(run_dir: Path, tmp_path
 
 def test_measure_on_an_image_folder_with_deterministic_sweeps(run_dir: Path, tmp_path: Path) -> None:
     from vision import measure
-    from vision.sweeps import sweep_values
+    from vision.measure_grids import grid_values
 
     rng = np.random.default_rng(0)
     for k in range(12):
@@ -84,7 +84,7 @@ def test_measure_on_an_image_folder_with_deterministic_sweeps(run_dir: Path, tmp
     assert report["num_images"] == 8 and report["num_copies"] == 1 and report["sweep"] == "deterministic"
     (scores,) = list(report["results"].values())[:1]
     assert list(scores) == ["crop", "color", "grayscale", "blur", "flip"]
-    assert set(scores["crop"]["sweep"]) == {f"{v:g}" for v in sweep_values(32)["crop"]}
+    assert set(scores["crop"]["sweep"]) == {f"{v:g}" for v in grid_values(32)["crop"]}
     assert scores["crop"]["cosine"] == pytest.approx(np.mean([v["cosine"] for v in scores["crop"]["sweep"].values()]))
     assert (tmp_path / "m" / "table.md").read_text().startswith("| descriptor | crop | color")
 

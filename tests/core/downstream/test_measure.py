@@ -7,14 +7,12 @@ from torch import nn
 
 from core.downstream.measure import (
     FeatureStatistics,
-    format_table,
     interpolation_curve,
     invariance_scores,
     measure_invariance,
     monotonicity,
-    plot_interpolation,
-    radar_plot,
 )
+from core.downstream.measure_plots import format_table, plot_interpolation, radar_plot
 
 
 class ToyEncoder(nn.Module):

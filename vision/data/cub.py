@@ -18,9 +18,14 @@ from pathlib import Path
 
 import torch
 
-from vision.datasets.base import DatasetSplits, ImageSplit, locate
+from core.layout import require_layout
+from vision.data.splits import DatasetSplits, ImageSplit, locate
 
 FOLDER = "CUB_200_2011"
+#: The index files and image folder every read needs (``classes.txt`` is optional: names only).
+PARTS = ("images.txt", "train_test_split.txt", "image_class_labels.txt", "images/")
+LAYOUT = ("CUB_200_2011/{images.txt,train_test_split.txt,image_class_labels.txt} and "
+          "CUB_200_2011/images/<relative path>")
 
 
 def _table(path: Path) -> dict[int, str]:
@@ -51,6 +56,7 @@ def read_cub(root: str | Path, seed: int = 0, fewshot: bool = False) -> DatasetS
         ValueError: If the index files disagree on the image ids.
     """
     base = locate(root, FOLDER, "cub200") / FOLDER
+    require_layout("cub200", base, PARTS, LAYOUT)
     images = _table(base / "images.txt")
     is_train = _table(base / "train_test_split.txt")
     labels = _table(base / "image_class_labels.txt")

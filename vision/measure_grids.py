@@ -1,18 +1,19 @@
-"""Deterministic sweeps of each image factor, and clean images from a folder, for invariance measurement.
+"""Factor-strength grids for invariance measurement: one deterministic transform per (image factor, strength).
 
 Ericsson et al. [0] measure an encoder's invariance to a transformation at fixed strengths rather than at random
-draws from the training distribution; Tables 6 and 7 of [1] follow them. :func:`sweep_transforms` gives one
+draws from the training distribution; Tables 6 and 7 of [1] follow them. :func:`grid_transforms` gives one
 deterministic transform per (factor, strength), named ``factor@strength``, each applied to the whole batch:
 
 - ``crop``: a centred square crop keeping a share ``a`` of the area, resized back (``a`` from the training
   range's lower end up to 0.75);
 - ``color``: brightness, contrast and saturation raised by ``t`` times their training strengths
-  (:data:`vision.augmentations.JITTER`), hue rotated by ``t`` times its strength, for ``t`` in 0.25 ... 1;
+  (:data:`vision.augment.params.JITTER`), hue rotated by ``t`` times its strength, for ``t`` in 0.25 ... 1;
 - ``blur``: Gaussian blur at evenly spaced sigmas of the training range;
 - ``grayscale`` and ``flip``: one strength (they have no parameter).
 
-:func:`sweep_scores` averages the per-strength scores back into one number per factor (keeping every strength),
-so tables and radar plots keep the factor names. :func:`folder_images` reads the clean images from any folder.
+:func:`grid_scores` averages the per-strength scores back into one number per factor (keeping every strength),
+so tables and radar plots keep the factor names. (The learning-rate and weight-decay sweep of the probes is
+another thing: :mod:`core.downstream.sweep`.)
 
 References:
     - [0] Why Do Self-Supervised Models Transfer? Investigating the Impact of Invariance on Downstream Tasks,
@@ -24,34 +25,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 import torchvision.transforms.v2.functional as F
 from torch import Tensor
 
 from core.downstream.measure import FactorTransform
-from vision.augmentations import JITTER, apply_color, blur_kernel_size, blur_sigma_range, crop_scale, gaussian_blur
-from vision.data import IMAGE_EXTENSIONS
-from vision.datasets.base import decode, prepare
+from vision.augment import JITTER, apply_color, blur_kernel_size, blur_sigma_range, crop_scale, gaussian_blur
 
-#: Strength fractions of the colour sweep (of the training maxima).
+#: Strength fractions of the colour grid (of the training maxima).
 COLOR_STRENGTHS = (0.25, 0.5, 0.75, 1.0)
-#: Points of the crop and blur sweeps.
-SWEEP_POINTS = 4
+#: Points of the crop and blur grids.
+GRID_POINTS = 4
 
 
-def sweep_values(image_size: int) -> dict[str, tuple[float, ...]]:
+def grid_values(image_size: int) -> dict[str, tuple[float, ...]]:
     """The strengths swept per factor at ``image_size`` (crop: kept area; color: fraction; blur: sigma in px)."""
     low_area = crop_scale(image_size)[0]
     low_sigma, high_sigma = blur_sigma_range(image_size)
-    step = (0.75 - low_area) / (SWEEP_POINTS - 1)
+    step = (0.75 - low_area) / (GRID_POINTS - 1)
     return {
-        "crop": tuple(round(low_area + k * step, 4) for k in range(SWEEP_POINTS)),
+        "crop": tuple(round(low_area + k * step, 4) for k in range(GRID_POINTS)),
         "color": COLOR_STRENGTHS,
         "grayscale": (1.0,),
-        "blur": tuple(round(low_sigma + k * (high_sigma - low_sigma) / (SWEEP_POINTS - 1), 4)
-                      for k in range(SWEEP_POINTS)),
+        "blur": tuple(round(low_sigma + k * (high_sigma - low_sigma) / (GRID_POINTS - 1), 4)
+                      for k in range(GRID_POINTS)),
         "flip": (1.0,),
     }
 
@@ -90,9 +88,9 @@ def _flip(x: Tensor, _: torch.Generator) -> Tensor:
     return F.horizontal_flip(x)
 
 
-def sweep_transforms(image_size: int) -> dict[str, FactorTransform]:
+def grid_transforms(image_size: int) -> dict[str, FactorTransform]:
     """``{"factor@strength": transform}``: deterministic, each on a batch of ``[0, 1]`` images (N, 3, H, W)."""
-    values = sweep_values(image_size)
+    values = grid_values(image_size)
     kernel = blur_kernel_size(image_size)
     out: dict[str, FactorTransform] = {}
     for area in values["crop"]:
@@ -106,8 +104,8 @@ def sweep_transforms(image_size: int) -> dict[str, FactorTransform]:
     return out
 
 
-def sweep_scores(results: Mapping[str, Mapping[str, float]]) -> dict[str, dict]:
-    """Per-strength scores ``{"factor@s": {"cosine", "mahalanobis"}}`` -> per factor: the sweep mean and each point.
+def grid_scores(results: Mapping[str, Mapping[str, float]]) -> dict[str, dict]:
+    """Per-strength scores ``{"factor@s": {"cosine", "mahalanobis"}}`` -> per factor: the grid mean and each point.
 
     Returns:
         ``{factor: {"cosine": mean, "mahalanobis": mean, "sweep": {s: {"cosine", "mahalanobis"}}}}``, factors in
@@ -127,24 +125,4 @@ def sweep_scores(results: Mapping[str, Mapping[str, float]]) -> dict[str, dict]:
     }
 
 
-def folder_images(root: str | Path, image_size: int, num_images: int, seed: int = 0) -> Tensor:
-    """Up to ``num_images`` images of a folder (searched recursively), a seeded sample, centre views in [0, 1].
-
-    Returns:
-        Shape: (N, 3, S, S), float.
-
-    Raises:
-        FileNotFoundError: If the folder is missing or holds no images.
-    """
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"Image folder {root} does not exist.")
-    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not paths:
-        raise FileNotFoundError(f"Image folder {root} holds no images with extensions {IMAGE_EXTENSIONS}.")
-    order = torch.randperm(len(paths), generator=torch.Generator().manual_seed(seed))[:num_images].sort().values
-    images = [prepare(decode(paths[int(i)]), image_size, "center") for i in order]
-    return torch.stack(images).float().div_(255.0)
-
-
-__all__ = ["COLOR_STRENGTHS", "folder_images", "sweep_scores", "sweep_transforms", "sweep_values"]
+__all__ = ["COLOR_STRENGTHS", "grid_scores", "grid_transforms", "grid_values"]

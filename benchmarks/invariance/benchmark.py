@@ -1,27 +1,27 @@
 """Is it the conditioning that helps? A seeded, capacity-controlled invariance benchmark for vision and audio.
 
 For one modality, with one fixed budget (steps, batch) and several seeds, this pre-trains every encoder of
-:mod:`benchmarks.evidence.recipes` on the embedded synthetic data: the amortised Hyper-ResNet18, the plain
+:mod:`benchmarks.invariance.recipes` on the embedded synthetic data: the amortised Hyper-ResNet18, the plain
 baselines (the default augmentations and specialised subsets of them), and the controls that separate the
 conditioning from the augmentation mix (``plain_mix``), from capacity (``plain_wide``, ``amortised_g2``) and from
 the steps each descriptor gets (``amortised_steps``). Then, per encoder and seed:
 
-- scores on every synthetic task (:mod:`benchmarks.evidence.tasks`), all with the same readout
-  (:mod:`benchmarks.evidence.scores`); for conditioned encoders at the descriptor each task learns by the
+- scores on every synthetic task (:mod:`benchmarks.invariance.tasks`), all with the same readout
+  (:mod:`benchmarks.invariance.scores`); for conditioned encoders at the descriptor each task learns by the
   gradient route from i = 0.5 (the paper's), by grid + refine, at each training descriptor, and after
   recalibrating BatchNorm at the learned descriptor. Training inputs are the same for every seed; each seed
   draws its own test inputs from a larger pool (``--test-pool``), so intervals over seeds include test-sampling
   noise (the rule is written to the JSON config under ``inputs``);
-- measured invariance per factor (Ericsson et al.; :mod:`benchmarks.evidence.measured`): at its descriptors,
+- measured invariance per factor (Ericsson et al.; :mod:`benchmarks.invariance.measured`): at its descriptors,
   along the line that switches each factor on (is the rise monotone?), and with BatchNorm recalibrated.
 
 Vision's ``shape`` task is not in the task list: every encoder scored within a few points of chance on it
 (0.14-0.22 mean top-1 against 0.125), as does a linear readout on raw pixels of the same training images, so it
 cannot separate recipes and would only add a comparison to correct for (details in
-:mod:`benchmarks.evidence.tasks`).
+:mod:`benchmarks.invariance.tasks`).
 
 Across seeds, per task: the mean and a 95 % t-interval of every score, the learned descriptor, and the claims
-table (:mod:`benchmarks.evidence.claims`): every comparison (amortised against the plain default, the best
+table (:mod:`benchmarks.invariance.claims`): every comparison (amortised against the plain default, the best
 specialist and the controls; the 3x-steps control against the amortised model and the best specialist; any
 other recipe against the amortised model; the learned coordinate against 0.5) labelled from a seed-paired
 t-test, Holm-corrected across the table, with an equivalence margin per metric. Writes
@@ -60,9 +60,9 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from benchmarks.evidence import report as reporting  # noqa: E402
-from benchmarks.evidence.recipes import AUDIO_SPECTRAL, AUDIO_TEMPORAL, RECIPES, Recipe, recipe  # noqa: E402
-from benchmarks.evidence.tasks import METRICS, input_rule  # noqa: E402
+from benchmarks.invariance import report as reporting  # noqa: E402
+from benchmarks.invariance.recipes import AUDIO_SPECTRAL, AUDIO_TEMPORAL, RECIPES, Recipe, recipe  # noqa: E402
+from benchmarks.invariance.tasks import METRICS, input_rule  # noqa: E402
 from core.downstream.probe import PROBE_EPOCHS  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -189,8 +189,8 @@ def run_job(args: argparse.Namespace, r: Recipe, seed: int) -> dict:
     seconds = pretrain_run(args, r, seed)
     if seconds is not None:
         timings["pretrain_s"] = seconds
-    from benchmarks.evidence.scores import score_amortised, score_plain, training_points
-    from benchmarks.evidence.tasks import load_tasks
+    from benchmarks.invariance.scores import score_amortised, score_plain, training_points
+    from benchmarks.invariance.tasks import load_tasks
     from core.checkpoint import load_encoder
 
     encoder = load_encoder(folder).eval()
@@ -211,7 +211,7 @@ def run_job(args: argparse.Namespace, r: Recipe, seed: int) -> dict:
     timings["scores_s"] = time.perf_counter() - began
     measured = None
     if args.measure_inputs > 0:
-        from benchmarks.evidence.measured import measure_encoder, measurement_inputs
+        from benchmarks.invariance.measured import measure_encoder, measurement_inputs
 
         began = time.perf_counter()
         inputs = measurement_inputs(args.modality, args.measure_inputs, seed=seed)
@@ -275,7 +275,7 @@ def write_report(modality: str, report: dict, output: Path, curves: dict | None 
     if summary["descriptors"]:
         plots.append(reporting.plot_descriptors(modality, summary, Path(f"{stem}_descriptors.png")))
     if any(r.get("measured") for seeds in results.values() for r in seeds.values()):
-        from benchmarks.evidence.measured import radar_plots
+        from benchmarks.invariance.measured import radar_plots
 
         seed0 = min(s for seeds in results.values() for s in seeds)
         plots += radar_plots({name: seeds[seed0]["measured"] for name, seeds in results.items()

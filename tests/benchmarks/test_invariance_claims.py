@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from benchmarks.evidence import claims as c
+from benchmarks.invariance import claims as c
 
 LABELS = {"better", "worse", "not shown different", "not enough seeds", "equivalent within ±0.02"}
 
@@ -136,7 +136,7 @@ def test_markdown_states_margin_correction_and_seeds() -> None:
 
 
 def test_report_from_a_results_json_alone(tmp_path: Path) -> None:
-    from benchmarks import invariance_benchmark
+    from benchmarks.invariance import benchmark as invariance_benchmark
 
     stored = tmp_path / "stored" / "invariance_audio.json"
     stored.parent.mkdir()
@@ -153,8 +153,8 @@ def test_report_from_a_results_json_alone(tmp_path: Path) -> None:
 
 
 def test_the_inputs_rule_is_reported_only_when_every_evaluation_recorded_it() -> None:
-    from benchmarks.evidence.tasks import input_rule
-    from benchmarks.invariance_benchmark import shared_inputs
+    from benchmarks.invariance.benchmark import shared_inputs
+    from benchmarks.invariance.tasks import input_rule
 
     rule = input_rule(600, 300, 1200)
     assert rule["test_pool"] == 1200 and rule["test_pool_items"] == "600..1799"

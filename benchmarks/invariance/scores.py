@@ -14,7 +14,7 @@ refitted on all of them, the test split used once. What differs is only *which d
   there on the training inputs.
 
 The ``seed`` of a readout is the benchmark seed: it picks the validation split and the probes' initialisation,
-and the tasks' test rows are that seed's own draw (:func:`benchmarks.evidence.tasks.load_tasks`).
+and the tasks' test rows are that seed's own draw (:func:`benchmarks.invariance.tasks.load_tasks`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The embedded procedural image dataset: one shape on a textured background, with known factors (SPEC §9).
+"""The embedded procedural image dataset: one shape on a textured background, with known factors.
 
 Item ``i`` of ``SyntheticShapes(seed=s)`` is a pure function of ``(s, i)``: its random numbers come from a
 counter-based hash (splitmix64 of ``(seed, stream, i, k)``), so any subset renders the same pixels, in any

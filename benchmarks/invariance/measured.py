@@ -6,7 +6,7 @@ the features of clean inputs and of copies with that factor alone applied, over 
 waveforms). For an encoder:
 
 - plain: at its one (ignored) descriptor, ``fixed`` (all ones);
-- conditioned: at the descriptors it is read out at (:func:`benchmarks.evidence.scores.training_points`: the four
+- conditioned: at the descriptors it is read out at (:func:`benchmarks.invariance.scores.training_points`: the four
   vision corners, [0, 0] never trained; for audio all on, the seven leave-one-out descriptors and the extra
   points, e.g. the two baselines' subsets); and per descriptor coordinate ``j``, along the line from ``j`` off
   (all others on) to all on, the factors of coordinate ``j`` (:data:`COORDINATE_FACTORS`) with
@@ -31,15 +31,15 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from audio.spaces import AUDIO_CLAR
-from benchmarks.evidence.scores import training_points
+from benchmarks.invariance.scores import training_points
 from core.downstream.batchnorm import recalibrate_batchnorm
 from core.downstream.measure import (
     FactorTransform,
     interpolation_curve,
     measure_invariance,
     monotonicity,
-    radar_plot,
 )
+from core.downstream.measure_plots import radar_plot
 from core.invariance import InvarianceSpace
 from vision.spaces import VISION_GROUPS
 
@@ -72,14 +72,14 @@ def measurement_inputs(modality: str, num: int, seed: int, image_size: int = 32,
         clip_seconds: Audio clip length.
 
     Returns:
-        vision: :class:`vision.synthetic.SyntheticShapes` images in ``[0, 1]``, shape (N, 3, H, W), float32;
+        vision: :class:`vision.data.synthetic.SyntheticShapes` images in ``[0, 1]``, shape (N, 3, H, W), float32;
         audio: z-normalised :class:`audio.data.synthetic.SyntheticTones` waveforms at 16 kHz, shape (N, T).
     """
     _check_modality(modality)
     if int(num) < 2:
         raise ValueError(f"measurement_inputs: need num >= 2 inputs (clean statistics), got {num}.")
     if modality == "vision":
-        from vision.synthetic import SyntheticShapes
+        from vision.data.synthetic import SyntheticShapes
 
         shapes = SyntheticShapes(size=int(num), image_size=int(image_size), seed=int(seed) + MEASURE_SEED_OFFSET)
         return shapes.images().float().div(255.0)  # (N, 3, H, W) in [0, 1]

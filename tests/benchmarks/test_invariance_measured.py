@@ -1,6 +1,6 @@
 """The invariance benchmark's measured invariance: JSON structure, monotonicity consistent with the curves, plots.
 
-pytest's ``pythonpath = ["."]`` puts the repository root on ``sys.path``, so ``benchmarks.evidence`` imports as a
+pytest's ``pythonpath = ["."]`` puts the repository root on ``sys.path``, so ``benchmarks.invariance`` imports as a
 package from the checkout.
 """
 
@@ -11,7 +11,7 @@ import torch
 
 from audio.models import create_backbone as audio_backbone
 from audio.spaces import AUDIO_CLAR
-from benchmarks.evidence.measured import (
+from benchmarks.invariance.measured import (
     COORDINATE_FACTORS,
     measure_encoder,
     measurement_inputs,

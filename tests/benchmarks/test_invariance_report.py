@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.evidence import report
-from benchmarks.evidence.recipes import AUDIO, AUDIO_SPECTRAL, AUDIO_TEMPORAL, VISION, recipe
-from benchmarks.evidence.scores import readout, training_points
-from benchmarks.evidence.tasks import draw_test_inputs, load_tasks
+from benchmarks.invariance import report
+from benchmarks.invariance.recipes import AUDIO, AUDIO_SPECTRAL, AUDIO_TEMPORAL, VISION, recipe
+from benchmarks.invariance.scores import readout, training_points
+from benchmarks.invariance.tasks import draw_test_inputs, load_tasks
 from core import cli
 from core.downstream.task import TaskData
 from core.invariance import InvarianceSpace

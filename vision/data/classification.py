@@ -28,10 +28,23 @@ from pathlib import Path
 
 import torch
 
-from vision.datasets.base import DatasetSplits, ImageSplit, locate
+from core.layout import require_layout
+from vision.data.splits import DatasetSplits, ImageSplit, locate
 
 #: Caltech101 training images per class (the rest are test images).
 CALTECH_TRAIN_PER_CLASS = 30
+#: CIFAR's folders (torchvision's names for the official python-version archives) and the files in each.
+CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+CIFAR_FILES = {
+    "cifar10": tuple(f"data_batch_{k}" for k in range(1, 6)) + ("test_batch", "batches.meta"),
+    "cifar100": ("train", "test", "meta"),
+}
+CALTECH_LAYOUT = ("caltech101/101_ObjectCategories/<category>/image_NNNN.jpg, including the official "
+                  "BACKGROUND_Google/ folder (not a class)")
+FLOWERS_LAYOUT = "flowers-102/jpg/image_NNNNN.jpg, flowers-102/imagelabels.mat and flowers-102/setid.mat"
+PETS_LAYOUT = "oxford-iiit-pet/images/<name>.jpg and oxford-iiit-pet/annotations/{trainval,test}.txt"
+DTD_SPLITS = ("train", "val", "test")
+DTD_LAYOUT = "dtd/dtd/images/<class>/<image>.jpg and dtd/dtd/labels/{train,val,test}<partition>.txt"
 
 
 def _checked(reader: type, root: Path, dataset: str, **kwargs: object) -> object:
@@ -44,14 +57,31 @@ def _checked(reader: type, root: Path, dataset: str, **kwargs: object) -> object
         ) from err
 
 
-def read_cifar(root: str | Path, name: str = "cifar10", seed: int = 0) -> DatasetSplits:
-    """CIFAR-10/100, official train and test splits (torchvision checks every batch file's MD5 first)."""
+def cifar_dataset(root: str | Path, name: str = "cifar10", train: bool = True) -> object:
+    """One split of CIFAR-10/100 through torchvision, after checking the layout (never downloaded).
+
+    ``root`` holds ``cifar-10-batches-py/`` (or ``cifar-100-python/``), or is that folder. torchvision checks
+    every batch file's MD5 against the official release before it unpickles anything, so only the official files
+    are ever unpickled.
+
+    Raises:
+        ValueError: If ``name`` is not ``cifar10`` or ``cifar100``.
+        FileNotFoundError: Naming the missing files, or if a file is not the official one (MD5 check).
+    """
     from torchvision.datasets import CIFAR10, CIFAR100
 
-    folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
+    if name not in CIFAR_FOLDERS:
+        raise ValueError(f"Unknown CIFAR dataset {name!r}; expected one of {tuple(CIFAR_FOLDERS)}.")
+    folder = CIFAR_FOLDERS[name]
     base = locate(root, folder, name)
-    reader = CIFAR10 if name == "cifar10" else CIFAR100
-    train, test = (_checked(reader, base, name, train=flag) for flag in (True, False))
+    require_layout(name, base / folder, CIFAR_FILES[name],
+                   f"{folder}/{{{','.join(CIFAR_FILES[name])}}} (the python-version archive, torchvision's layout)")
+    return _checked(CIFAR10 if name == "cifar10" else CIFAR100, base, name, train=train)
+
+
+def read_cifar(root: str | Path, name: str = "cifar10", seed: int = 0) -> DatasetSplits:
+    """CIFAR-10/100, official train and test splits (:func:`cifar_dataset`)."""
+    train, test = (cifar_dataset(root, name, train=flag) for flag in (True, False))
     splits = [ImageSplit(torch.tensor(d.targets), array=d.data) for d in (train, test)]
     return DatasetSplits(name, "classification", "top1", len(train.classes), *splits,
                          protocol="official train / test", classes=list(train.classes))
@@ -66,9 +96,8 @@ def read_caltech101(root: str | Path, seed: int = 0) -> DatasetSplits:
     from torchvision.datasets import Caltech101
 
     base = locate(root, "caltech101", "caltech101")
-    if not (base / "caltech101" / "101_ObjectCategories").is_dir():
-        raise FileNotFoundError(f"caltech101: expected {base / 'caltech101' / '101_ObjectCategories'}/ (one folder "
-                                "of image_NNNN.jpg per category).")
+    require_layout("caltech101", base / "caltech101", ["101_ObjectCategories/",
+                                                       "101_ObjectCategories/BACKGROUND_Google/"], CALTECH_LAYOUT)
     data = _checked(Caltech101, base, "caltech101")
     folder = Path(data.root) / "101_ObjectCategories"
     paths = [folder / data.categories[y] / f"image_{i:04d}.jpg" for i, y in zip(data.index, data.y, strict=True)]
@@ -103,6 +132,7 @@ def read_flowers102(root: str | Path, seed: int = 0) -> DatasetSplits:
     from torchvision.datasets import Flowers102
 
     base = locate(root, "flowers-102", "flowers102")
+    require_layout("flowers102", base / "flowers-102", ["jpg/", "imagelabels.mat", "setid.mat"], FLOWERS_LAYOUT)
     train, val, test = (_checked(Flowers102, base, "flowers102", split=s) for s in ("train", "val", "test"))
     return DatasetSplits("flowers102", "classification", "mean_per_class", 102,
                          _concat(_split_of(train, "_image_files"), _split_of(val, "_image_files")),
@@ -114,6 +144,8 @@ def read_pets(root: str | Path, seed: int = 0) -> DatasetSplits:
     from torchvision.datasets import OxfordIIITPet
 
     base = locate(root, "oxford-iiit-pet", "pets")
+    require_layout("pets", base / "oxford-iiit-pet", ["images/", "annotations/trainval.txt", "annotations/test.txt"],
+                   PETS_LAYOUT)
     trainval, test = (_checked(OxfordIIITPet, base, "pets", split=s) for s in ("trainval", "test"))
     return DatasetSplits("pets", "classification", "mean_per_class", len(trainval.classes),
                          _split_of(trainval, "_images"), _split_of(test, "_images"),
@@ -125,7 +157,9 @@ def read_dtd(root: str | Path, seed: int = 0, partition: int = 1) -> DatasetSpli
     from torchvision.datasets import DTD
 
     base = locate(root, "dtd", "dtd")
-    train, val, test = (_checked(DTD, base, "dtd", split=s, partition=partition) for s in ("train", "val", "test"))
+    require_layout("dtd", base / "dtd" / "dtd", ["images/", *(f"labels/{s}{partition}.txt" for s in DTD_SPLITS)],
+                   DTD_LAYOUT)
+    train, val, test = (_checked(DTD, base, "dtd", split=s, partition=partition) for s in DTD_SPLITS)
     if not train.classes == val.classes == test.classes:
         raise ValueError("dtd: the train, val and test label files list different classes.")
     return DatasetSplits("dtd", "classification", "top1", len(train.classes),
@@ -134,4 +168,14 @@ def read_dtd(root: str | Path, seed: int = 0, partition: int = 1) -> DatasetSpli
                          f"test{partition}", classes=list(train.classes))
 
 
-__all__ = ["CALTECH_TRAIN_PER_CLASS", "read_caltech101", "read_cifar", "read_dtd", "read_flowers102", "read_pets"]
+__all__ = [
+    "CALTECH_TRAIN_PER_CLASS",
+    "CIFAR_FILES",
+    "CIFAR_FOLDERS",
+    "cifar_dataset",
+    "read_caltech101",
+    "read_cifar",
+    "read_dtd",
+    "read_flowers102",
+    "read_pets",
+]

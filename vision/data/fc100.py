@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vision.datasets.base import DatasetSplits, ImageSplit
-from vision.datasets.classification import read_cifar
+from vision.data.classification import read_cifar
+from vision.data.splits import DatasetSplits, ImageSplit
 
 #: Fine classes of the four meta-test superclasses (CIFAR-100's own names).
 FC100_TEST_SUPERCLASSES: dict[str, tuple[str, ...]] = {

@@ -1,14 +1,16 @@
-"""The paper's downstream image datasets, read from local folders with its protocol (appendix A.2; nothing is fetched).
+"""The registry of the paper's downstream image datasets, read from local folders with its protocol (appendix A.2
+of the paper; nothing is fetched).
 
-:data:`READERS` maps a task name to its reader, which parses the official layout under a data root into a
-:class:`~vision.datasets.base.DatasetSplits` (train / test :class:`~vision.datasets.base.ImageSplit`, metric,
-protocol). :func:`find_datasets` says which are present under a root. One module per family:
+:data:`READERS` maps a task name to its reader, which checks the official layout under a data root (naming any
+missing file or folder) and parses it into a :class:`~vision.data.splits.DatasetSplits` (train / test
+:class:`~vision.data.splits.ImageSplit`, metric, protocol). :func:`find_datasets` says which are present under a
+root. One module per family:
 
-- :mod:`~vision.datasets.classification`: CIFAR-10/100, Caltech101, Flowers102, Pets, DTD (torchvision readers).
-- :mod:`~vision.datasets.cub`: CUB-200-2011 (its index files).
-- :mod:`~vision.datasets.landmarks`: 300W, Leeds Sports Pose, CelebA (landmarks normalised to the crop).
-- :mod:`~vision.datasets.fc100`: FC100 meta-test classes.
-- :mod:`~vision.datasets.folder`: Plant Disease and any one-folder-per-class tree.
+- :mod:`~vision.data.classification`: CIFAR-10/100, Caltech101, Flowers102, Pets, DTD (torchvision readers).
+- :mod:`~vision.data.cub`: CUB-200-2011 (its index files).
+- :mod:`~vision.data.landmarks`: 300W, Leeds Sports Pose, CelebA (landmarks normalised to the crop).
+- :mod:`~vision.data.fc100`: FC100 meta-test classes.
+- :mod:`~vision.data.folder`: Plant Disease and any one-folder-per-class tree.
 
 Folders expected under the data root (the official archives, unpacked):
 
@@ -17,7 +19,7 @@ task                 folder
 ===================  =========================================================
 ``cifar10``          ``cifar-10-batches-py/``
 ``cifar100``         ``cifar-100-python/``
-``caltech101``       ``caltech101/101_ObjectCategories/``
+``caltech101``       ``caltech101/101_ObjectCategories/`` (with ``BACKGROUND_Google/``)
 ``flowers102``       ``flowers-102/`` (``jpg/``, ``imagelabels.mat``, ``setid.mat``)
 ``pets``             ``oxford-iiit-pet/`` (``images/``, ``annotations/``)
 ``dtd``              ``dtd/dtd/`` (``images/``, ``labels/``)
@@ -38,12 +40,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from vision.datasets.base import DatasetSplits, ImageSplit, ImageStore
-from vision.datasets.classification import read_caltech101, read_cifar, read_dtd, read_flowers102, read_pets
-from vision.datasets.cub import read_cub
-from vision.datasets.fc100 import read_fc100
-from vision.datasets.folder import PLANT_FOLDERS, read_folder, read_plant_disease
-from vision.datasets.landmarks import read_300w, read_celeba, read_lsp
+from vision.data.classification import read_caltech101, read_cifar, read_dtd, read_flowers102, read_pets
+from vision.data.cub import read_cub
+from vision.data.fc100 import read_fc100
+from vision.data.folder import PLANT_FOLDERS, read_plant_disease
+from vision.data.landmarks import read_300w, read_celeba, read_lsp
+from vision.data.splits import DatasetSplits
 
 Reader = Callable[[Path, int], DatasetSplits]
 
@@ -111,13 +113,4 @@ def find_datasets(root: str | Path) -> tuple[list[str], list[str]]:
     return present, [name for name in READERS if name not in present]
 
 
-__all__ = [
-    "FOLDERS",
-    "READERS",
-    "DatasetSplits",
-    "ImageSplit",
-    "ImageStore",
-    "find_datasets",
-    "read_dataset",
-    "read_folder",
-]
+__all__ = ["FOLDERS", "READERS", "find_datasets", "read_dataset"]

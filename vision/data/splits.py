@@ -30,7 +30,7 @@ import torchvision.transforms.v2.functional as F
 from PIL import Image
 from torch import Tensor
 
-from vision.augmentations import IMAGENET_MEAN, IMAGENET_STD, center_resize
+from vision.augment import IMAGENET_MEAN, IMAGENET_STD, center_resize
 
 PREPARE_MODES = ("center", "stretch")
 #: Default bound on a split's cached prepared images (uint8).
@@ -249,7 +249,7 @@ def locate(root: str | Path, folder: str, dataset: str) -> Path:
         return root
     if root.name == folder and root.is_dir():
         return root.parent
-    raise FileNotFoundError(f"{dataset}: expected the folder {folder}/ in {root} (the official layout, unpacked); "
+    raise FileNotFoundError(f"{dataset}: expected the folder {root / folder}/ (the official layout, unpacked); "
                             f"nothing is downloaded.")
 
 

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from benchmarks.evidence.tasks import EXPECTED
+from benchmarks.invariance.tasks import EXPECTED
 
 #: Equivalence margin per metric kind (``descriptor``: a learned coordinate against 0.5).
 MARGINS: dict[str, float] = {"top1": 0.02, "mean_per_class": 0.02, "r2": 0.02, "descriptor": 0.05}

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vision.datasets.base import DatasetSplits, ImageSplit, image_size_of, locate, seeded_fraction_split
-from vision.datasets.folder import find_image
+from core.layout import require_layout
+from vision.data.folder import IMAGE_EXTENSIONS
+from vision.data.splits import DatasetSplits, ImageSplit, image_size_of, locate, seeded_fraction_split
 
 #: Fraction of each regression set held out for testing (300W per set, LSP overall).
 TEST_FRACTION = 0.4
@@ -36,7 +37,26 @@ TEST_FRACTION = 0.4
 FACE_MARGIN = 0.1
 W300_SETS = ("01_Indoor", "02_Outdoor")
 W300_POINTS = 68
+W300_LAYOUT = "300W/01_Indoor/<name>.png + <name>.pts and 300W/02_Outdoor/<name>.png + <name>.pts (68 points each)"
 LSP_JOINTS = 14
+LSP_LAYOUT = "lsp_dataset/joints.mat and lsp_dataset/images/im0001.jpg ... (or lsp/ instead of lsp_dataset/)"
+#: The files torchvision's CelebA reader needs (its own list), beside the aligned images.
+CELEBA_FILES = ("list_eval_partition.txt", "list_landmarks_align_celeba.txt", "identity_CelebA.txt",
+                "list_attr_celeba.txt", "list_bbox_celeba.txt")
+CELEBA_LAYOUT = f"celeba/img_align_celeba/<image>.jpg and celeba/{{{','.join(CELEBA_FILES)}}}"
+
+
+def find_image(annotation: Path) -> Path:
+    """The image beside an annotation file (same stem, any image extension).
+
+    Raises:
+        FileNotFoundError: If there is none.
+    """
+    for ext in IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS):
+        candidate = annotation.with_suffix(ext)
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"No image beside {annotation} (tried {', '.join(IMAGE_EXTENSIONS)}).")
 
 
 def read_pts(path: Path) -> Tensor:
@@ -83,12 +103,13 @@ def read_300w(root: str | Path, seed: int = 0) -> DatasetSplits:
         ValueError: If a ``.pts`` file does not have 68 points or has no image beside it.
     """
     base = locate(root, "300W", "300w") / "300W"
+    require_layout("300w", base, [f"{name}/" for name in W300_SETS], W300_LAYOUT)
     train_parts, test_parts = [], []
     for offset, name in enumerate(W300_SETS):
         folder = base / name
-        pts = sorted(folder.glob("*.pts")) if folder.is_dir() else []
+        pts = sorted(folder.glob("*.pts"))
         if not pts:
-            raise FileNotFoundError(f"300w: {folder} holds no .pts files (expected 300W/{name}/<name>.png + .pts).")
+            raise FileNotFoundError(f"300w: {folder} holds no .pts files. Expected layout: {W300_LAYOUT}.")
         paths, boxes, targets = [], [], []
         for p in pts:
             points = read_pts(p)
@@ -145,10 +166,8 @@ def read_lsp(root: str | Path, seed: int = 0) -> DatasetSplits:
         base = locate(root, "lsp_dataset", "lsp") / "lsp_dataset"
     except FileNotFoundError:
         base = locate(root, "lsp", "lsp") / "lsp"
-    mat = base / "joints.mat"
-    if not mat.is_file():
-        raise FileNotFoundError(f"lsp: {mat} is missing (expected joints.mat and images/im0001.jpg ...).")
-    joints = lsp_joints(mat)
+    require_layout("lsp", base, ["joints.mat", "images/"], LSP_LAYOUT)
+    joints = lsp_joints(base / "joints.mat")
     paths = [base / "images" / f"im{k + 1:04d}.jpg" for k in range(joints.shape[0])]
     boxes, targets = [], []
     for path, points in zip(paths, joints, strict=True):
@@ -173,6 +192,7 @@ def read_celeba(root: str | Path, seed: int = 0) -> DatasetSplits:
     from torchvision.datasets import CelebA
 
     base = locate(root, "celeba", "celeba")
+    require_layout("celeba", base / "celeba", ["img_align_celeba/", *CELEBA_FILES], CELEBA_LAYOUT)
     splits = []
     for split in ("train", "test"):
         try:
@@ -191,5 +211,5 @@ def read_celeba(root: str | Path, seed: int = 0) -> DatasetSplits:
                          protocol="official train / test partition")
 
 
-__all__ = ["FACE_MARGIN", "TEST_FRACTION", "face_box", "lsp_joints", "read_300w", "read_celeba", "read_lsp",
-           "read_pts"]
+__all__ = ["FACE_MARGIN", "TEST_FRACTION", "face_box", "find_image", "lsp_joints", "read_300w", "read_celeba",
+           "read_lsp", "read_pts"]

@@ -4,7 +4,7 @@ Scores are summarised per task and per column (a model and the descriptor it is 
 seeds with a 95 % Student-t interval; metrics of different kinds (top-1 and R²) are never averaged together.
 Differences between two columns are paired by seed (same seed of pre-training, probes and test draw) before the
 interval is taken. Learned descriptor coordinates live in [0, 1]; their intervals are reported unclipped, so an
-end beyond [0, 1] only says the interval is wide. The claims table (:mod:`benchmarks.evidence.claims`) labels every
+end beyond [0, 1] only says the interval is wide. The claims table (:mod:`benchmarks.invariance.claims`) labels every
 comparison from a paired test with Holm's correction; :func:`differences` is descriptive (no test, no label).
 Plots use matplotlib's Agg canvas directly (no pyplot).
 """
@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from benchmarks.evidence.claims import claims, main_readout, markdown_claims
-from benchmarks.evidence.recipes import Recipe
-from benchmarks.evidence.tasks import METRICS, TASKS
+from benchmarks.invariance.claims import claims, main_readout, markdown_claims
+from benchmarks.invariance.recipes import Recipe
+from benchmarks.invariance.tasks import METRICS, TASKS
 
 
 def interval(values: Sequence[float]) -> dict[str, Any]:
@@ -65,7 +65,7 @@ def summarise(modality: str, recipes: Sequence[Recipe], results: Mapping[str, Ma
         modality: ``vision`` or ``audio``.
         recipes: The encoders, in report order (their ``role`` picks the specialised baselines).
         results: Per recipe name, per seed, the evaluation written by the benchmark.
-        margins: Equivalence margins per metric kind (see :data:`benchmarks.evidence.claims.MARGINS`).
+        margins: Equivalence margins per metric kind (see :data:`benchmarks.invariance.claims.MARGINS`).
     """
     cols = columns(recipes, results)
     tasks = tasks_of(modality, results)
