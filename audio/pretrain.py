@@ -38,7 +38,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from audio.augment.params import AugmentSettings
-from audio.data.sources import build_clip_source
+from audio.data.pretrain_clips import build_clip_source
 from audio.data.views import ContrastiveAudioViews
 from audio.frontend.logmel import logmel_statistics
 from audio.frontend.waveform import SAMPLE_RATE, random_chunk

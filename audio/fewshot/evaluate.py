@@ -42,7 +42,7 @@ import torch
 from pydantic import Field, model_validator
 
 from audio.data.chunks import LAST_CHUNK_MODES
-from audio.fewshot.sources import STATS_SOURCES, ChunkStore, FewShotSource, load_source, target_statistics
+from audio.fewshot.episode_clips import STATS_SOURCES, ChunkStore, FewShotSource, load_source, target_statistics
 from audio.fewshot.vote import ChunkVote
 from core.checkpoint import load_encoder
 from core.config import StrictModel

@@ -18,8 +18,8 @@ import torch
 from torch import Tensor
 
 from audio.data.chunks import ChunkIndex
+from audio.data.clip_table import ClipTable
 from audio.data.store import open_store
-from audio.fewshot.table import ClipTable
 from audio.frontend.waveform import SAMPLE_RATE
 
 

@@ -11,7 +11,7 @@ import soundfile
 import audio.data.store as store_module
 from audio.data.folder import AudioFolder
 from audio.data.fsd50k import FSD50K
-from audio.data.sources import build_clip_source
+from audio.data.pretrain_clips import build_clip_source
 from audio.data.synthetic import TIMBRES, SyntheticTones
 from audio.frontend.waveform import decode, z_normalise
 from tests.audio.fake_audio import FSD_RATE, make_fsd50k, tone

@@ -205,7 +205,7 @@ def test_mixed_descriptor_batches_give_each_clip_the_views_of_its_own_key() -> N
     from torch.utils.data import default_collate
 
     from audio.augment.params import AugmentSettings
-    from audio.data.sources import build_clip_source
+    from audio.data.pretrain_clips import build_clip_source
     from audio.data.views import ContrastiveAudioViews
 
     space = InvarianceSpace.from_name("audio")

@@ -9,10 +9,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from audio.data import ClipTable, load_splits
 from audio.data.store import ArrayClips
-from audio.fewshot import ChunkIndex, ChunkVote, ClipTable, DecodedClips, load_splits
+from audio.fewshot import ChunkIndex, ChunkVote, DecodedClips
+from audio.fewshot.episode_clips import ChunkStore
 from audio.fewshot.evaluate import FewShotConfig, main
-from audio.fewshot.sources import ChunkStore
 from core.checkpoint import save_encoder
 from core.downstream.fewshot import EpisodeSampler, features_accuracy, per_episode_accuracy
 from core.invariance import InvarianceSpace

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from audio.data import ClipTable
 from audio.data.store import ArrayClips
 from audio.fewshot import (
     ChunkIndex,
     ChunkVote,
-    ClipTable,
     DecodedClips,
     chunk_vote,
     chunk_waveform,

@@ -1,4 +1,5 @@
-"""Each reader on a fake tree in its real public layout: classes, clip ids, recordings, decoded lengths at 16 kHz."""
+"""MetaAudio's evaluation sets read from fake trees in their real public layouts: classes, clip ids,
+recordings, decoded lengths at 16 kHz."""
 
 import csv
 import json
@@ -9,8 +10,7 @@ import pytest
 import soundfile
 import torch
 
-from audio.fewshot import (
-    decode_clips,
+from audio.data import (
     read_dataset,
     read_esc50,
     read_folder,
@@ -18,6 +18,7 @@ from audio.fewshot import (
     read_nsynth,
     read_voxceleb1,
 )
+from audio.fewshot import decode_clips
 from audio.frontend import decode, z_normalise
 
 SR = 16_000

@@ -21,7 +21,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from audio.fewshot.table import ClipTable
+from audio.data.clip_table import ClipTable
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 

@@ -2,8 +2,9 @@
 
 MetaAudio stores each split as a ``.npy`` holding an object array of shape (3,) = [train, val, test], whose items
 are numpy string arrays, object arrays or Python lists of class names, written with ``np.save`` and read with
-``np.load(allow_pickle=True)``. The package ships MetaAudio's splits as JSON (``data/metaaudio_class_splits.json``:
-the repository, commit and file of each, and a SHA-256 per split checked on reading; :func:`metaaudio_source`).
+``np.load(allow_pickle=True)``. The package ships MetaAudio's splits as JSON
+(``audio/data/metaaudio_class_splits.json``: the repository, commit and file of each, and a SHA-256 per split
+checked on reading; :func:`metaaudio_source`).
 Loading a pickle can run any code, so :func:`load_npy_strings` reads it with :class:`StringArrayUnpickler`, which
 resolves only the numpy globals an array of strings needs and refuses any other before it is called; the result is
 then checked to hold strings only. A ``.npy`` without objects is read with ``allow_pickle=False``.
@@ -147,7 +148,7 @@ def _as_split(parts: Mapping[str, Any] | Sequence[Any], source: str) -> dict[str
 
 
 def _shipped() -> dict[str, Any]:
-    text = resources.files("audio.fewshot").joinpath("data/metaaudio_class_splits.json").read_text("utf-8")
+    text = resources.files("audio.data").joinpath("metaaudio_class_splits.json").read_text("utf-8")
     return json.loads(text)
 
 

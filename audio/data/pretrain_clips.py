@@ -1,4 +1,12 @@
-"""Clip sources by name: the embedded synthetic tones, FSD50K, or a folder of audio files."""
+"""The clips of a pre-training run, by name: the embedded synthetic tones, FSD50K, or a folder of audio files.
+
+Wrap the result in :class:`audio.data.views.ContrastiveAudioViews`. Every source is read from local paths (nothing is
+downloaded):
+
+- ``synthetic``: :class:`audio.data.synthetic.SyntheticTones`, the default (no files).
+- ``fsd50k``: FSD50K's official layout under ``--data-root`` (:class:`audio.data.fsd50k.FSD50K`, which checks it).
+- ``folder``: every audio file under ``--data-root`` (:class:`audio.data.folder.AudioFolder`).
+"""
 
 from __future__ import annotations
 

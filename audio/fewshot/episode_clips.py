@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from audio.data.chunks import ChunkIndex
+from audio.data.class_splits import METAAUDIO_SPLIT_FILES, load_splits
+from audio.data.clip_table import ClipTable
+from audio.data.metaaudio import read_dataset
 from audio.data.store import ArrayClips
-from audio.fewshot.readers import read_dataset
-from audio.fewshot.splits import METAAUDIO_SPLIT_FILES, load_splits
 from audio.fewshot.store import DecodedClips, decode_clips
-from audio.fewshot.table import ClipTable
 from audio.frontend.logmel import LogMel, logmel_statistics
 
 #: Where the log-mel normalisation statistics come from.

@@ -9,7 +9,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from audio.fewshot import UnsafePickleError, load_npy_strings, load_splits, metaaudio_splits
+from audio.data import UnsafePickleError, load_npy_strings, load_splits, metaaudio_splits
 
 
 def test_shipped_splits_match_metaaudio_counts():
@@ -27,7 +27,7 @@ def test_shipped_splits_match_metaaudio_counts():
 
 
 def test_shipped_splits_record_their_source_and_are_checked(monkeypatch):
-    from audio.fewshot import splits as module
+    from audio.data import class_splits as module
 
     source = module.metaaudio_source()
     assert source["repository"].endswith("MetaAudio-A-Few-Shot-Audio-Classification-Benchmark")
