@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from audio.data.store import open_store
 from audio.frontend.waveform import SAMPLE_RATE
+from core.layout import require_layout
 
 SPLITS = ("train", "val", "dev", "eval")
 LAYOUT = ("FSD50K.dev_audio/<fname>.wav, FSD50K.eval_audio/<fname>.wav and FSD50K.ground_truth/{dev,eval,"
@@ -52,14 +53,10 @@ class FSD50K(Dataset):
         if split not in SPLITS:
             raise ValueError(f"FSD50K split must be one of {SPLITS}, got {split!r}")
         self.root = Path(root).expanduser()
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"FSD50K folder {self.root} does not exist; expected {LAYOUT} under it.")
         part = "eval" if split == "eval" else "dev"
         csv_path = self.root / "FSD50K.ground_truth" / f"{part}.csv"
         audio_dir = self.root / f"FSD50K.{part}_audio"
-        for needed in (csv_path, audio_dir):
-            if not needed.exists():
-                raise FileNotFoundError(f"FSD50K: {needed} not found; expected {LAYOUT} under {self.root}.")
+        require_layout("fsd50k", self.root, [f"FSD50K.ground_truth/{part}.csv", f"FSD50K.{part}_audio/"], LAYOUT)
         rows = _read_ground_truth(csv_path, with_split=part == "dev")
         if split in ("train", "val"):
             rows = [r for r in rows if r["split"] == split]

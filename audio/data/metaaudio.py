@@ -1,6 +1,8 @@
 """Readers for MetaAudio's evaluation sets in their public layouts, each returning a :class:`ClipTable`.
 
-Layouts and class keys follow MetaAudio's sort scripts (``shared/reference/audio-protocol.md`` §2.3, D12):
+Each reader first checks its layout with :func:`core.layout.require_layout`, which names every missing file or
+folder. Layouts and class keys follow the dataset sort scripts of MetaAudio (Heggan et al., "MetaAudio: A Few-Shot
+Audio Classification Benchmark", ICANN 2022; github.com/CHeggan/MetaAudio-A-Few-Shot-Audio-Classification-Benchmark):
 
 - ESC-50: ``meta/esc50.csv`` (``filename``, ``category``) and ``audio/<filename>``; 5-s clips.
 - NSynth: ``nsynth-{train,valid,test}/examples.json`` and ``nsynth-*/audio/<note>.wav``; class ``instrument_str``,
@@ -22,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from audio.data.clip_table import ClipTable
+from core.layout import require_layout
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
@@ -33,7 +36,7 @@ def _require(path: Path, layout: str) -> Path:
 
 
 def _csv_rows(path: Path, columns: tuple[str, ...], layout: str) -> list[dict[str, str]]:
-    with open(_require(path, layout), newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in columns if c not in (reader.fieldnames or [])]
         if missing:
@@ -58,8 +61,9 @@ _ESC_LAYOUT = "<root>/meta/esc50.csv (columns filename, category) and <root>/aud
 def read_esc50(root: str | Path) -> ClipTable:
     """ESC-50: 50 classes (``category``), 2,000 clips of 5 s."""
     root = Path(root)
+    require_layout("esc50", root, ["meta/esc50.csv", "audio/"], _ESC_LAYOUT)
     rows = _csv_rows(root / "meta" / "esc50.csv", ("filename", "category"), _ESC_LAYOUT)
-    audio = _require(root / "audio", _ESC_LAYOUT)
+    audio = root / "audio"
     paths = [audio / r["filename"] for r in rows]
     _check_files(paths, _ESC_LAYOUT)
     return ClipTable(
@@ -82,14 +86,16 @@ def read_nsynth(root: str | Path) -> ClipTable:
     A missing part is an error: MetaAudio's 1,006 classes need all three.
     """
     root = Path(root)
+    require_layout("nsynth", root, [p for part in NSYNTH_PARTS for p in (f"{part}/examples.json", f"{part}/audio/")],
+                   _NSYNTH_LAYOUT)
     paths, classes, ids = [], [], []
     for part in NSYNTH_PARTS:
-        meta_path = _require(root / part / "examples.json", _NSYNTH_LAYOUT)
+        meta_path = root / part / "examples.json"
         with open(meta_path, encoding="utf-8") as fh:
             examples = json.load(fh)
         if not isinstance(examples, dict):
             raise ValueError(f"{meta_path}: expected a JSON object note -> attributes. Layout: {_NSYNTH_LAYOUT}")
-        audio = _require(root / part / "audio", _NSYNTH_LAYOUT)
+        audio = root / part / "audio"
         part_paths = []
         for note in sorted(examples):
             attrs = examples[note]
@@ -112,8 +118,8 @@ def read_voxceleb1(root: str | Path) -> ClipTable:
     """VoxCeleb1: class = speaker, clip id ``<video>_<n>``, group = video; all parts under ``root`` pooled."""
     root = Path(root)
     wav_dirs = [root / "wav"] if (root / "wav").is_dir() else sorted(p for p in root.glob("*/wav") if p.is_dir())
-    if not wav_dirs:
-        raise FileNotFoundError(f"no wav/ folder in {root} or its subfolders. Expected layout: {_VOX_LAYOUT}")
+    if not wav_dirs:  # names <root>/wav/, the single-part layout
+        require_layout("voxceleb1", root, ["wav/"], _VOX_LAYOUT)
     paths, classes, ids, videos = [], [], [], []
     for wav_dir in wav_dirs:
         for file in sorted(wav_dir.glob("*/*/*.wav")):
@@ -139,10 +145,12 @@ _KAGGLE_LAYOUT = ("<root>/FSDKaggle2018.meta/{train_post_competition,test_post_c
 def read_fsdkaggle18(root: str | Path) -> ClipTable:
     """FSDKaggle2018: 41 classes (``label``), the train and the scored test post-competition sets pooled."""
     root = Path(root)
+    require_layout("fsdkaggle18", root, [p for csv_name, audio_name in KAGGLE18_PARTS
+                                         for p in (f"FSDKaggle2018.meta/{csv_name}", f"{audio_name}/")], _KAGGLE_LAYOUT)
     paths, classes, ids = [], [], []
     for csv_name, audio_name in KAGGLE18_PARTS:
         rows = _csv_rows(root / "FSDKaggle2018.meta" / csv_name, ("fname", "label"), _KAGGLE_LAYOUT)
-        audio = _require(root / audio_name, _KAGGLE_LAYOUT)
+        audio = root / audio_name
         part_paths = [audio / r["fname"] for r in rows]
         _check_files(part_paths, _KAGGLE_LAYOUT)
         paths.extend(str(p) for p in part_paths)

@@ -265,3 +265,57 @@ def test_load_task_streams_a_named_dataset_and_find_datasets_lists_the_rest(tmp_
     assert present == ["cub200", "cub200_fewshot"] and "flowers102" in missing and "cub200" not in missing
     with pytest.raises(FileNotFoundError, match="flowers-102"):
         load_task(f"flowers102:{tmp_path}", 8, space)
+
+
+#: Every dataset's minimal layout under the data root (a part ending in "/" is a folder, any other an empty file).
+_LAYOUTS = {
+    "cifar10": ["cifar-10-batches-py/", *(f"cifar-10-batches-py/data_batch_{k}" for k in range(1, 6)),
+                "cifar-10-batches-py/test_batch", "cifar-10-batches-py/batches.meta"],
+    "cifar100": ["cifar-100-python/", "cifar-100-python/train", "cifar-100-python/test", "cifar-100-python/meta"],
+    "fc100": ["cifar-100-python/", "cifar-100-python/train", "cifar-100-python/test", "cifar-100-python/meta"],
+    "caltech101": ["caltech101/", "caltech101/101_ObjectCategories/",
+                   "caltech101/101_ObjectCategories/BACKGROUND_Google/"],
+    "flowers102": ["flowers-102/", "flowers-102/jpg/", "flowers-102/imagelabels.mat", "flowers-102/setid.mat"],
+    "pets": ["oxford-iiit-pet/", "oxford-iiit-pet/images/", "oxford-iiit-pet/annotations/trainval.txt",
+             "oxford-iiit-pet/annotations/test.txt"],
+    "dtd": ["dtd/", "dtd/dtd/images/", "dtd/dtd/labels/train1.txt", "dtd/dtd/labels/val1.txt",
+            "dtd/dtd/labels/test1.txt"],
+    "cub200": ["CUB_200_2011/", "CUB_200_2011/images.txt", "CUB_200_2011/train_test_split.txt",
+               "CUB_200_2011/image_class_labels.txt", "CUB_200_2011/images/"],
+    "300w": ["300W/", "300W/01_Indoor/", "300W/02_Outdoor/"],
+    "lsp": ["lsp_dataset/joints.mat", "lsp_dataset/images/"],
+    "celeba": ["celeba/", "celeba/img_align_celeba/", "celeba/list_eval_partition.txt",
+               "celeba/list_landmarks_align_celeba.txt", "celeba/identity_CelebA.txt", "celeba/list_bbox_celeba.txt",
+               "celeba/list_attr_celeba.txt"],
+    "plant_disease": ["plant_disease/"],
+}
+
+
+def _build(root: Path, parts: list[str]) -> None:
+    for part in parts:
+        path = root / part
+        if part.endswith("/"):
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+
+
+@pytest.mark.parametrize(("name", "part"), [(name, part) for name, parts in _LAYOUTS.items() for part in parts])
+def test_a_reader_names_the_missing_part_of_its_layout(tmp_path, name, part):
+    import shutil
+
+    _build(tmp_path, _LAYOUTS[name])
+    removed = tmp_path / part
+    shutil.rmtree(removed) if part.endswith("/") else removed.unlink()
+    with pytest.raises(FileNotFoundError) as info:
+        read_dataset(name, tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"{name}:")
+    assert f"{removed}/" in message if part.endswith("/") else str(removed) in message
+
+
+def test_the_layouts_cover_every_reader():
+    from vision.data import READERS
+
+    assert set(READERS) - {f"{n}_fewshot" for n in ("cub200", "flowers102")} == set(_LAYOUTS)

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vision.data.classification import read_cifar
-from vision.data.splits import DatasetSplits, ImageSplit
+from core.layout import require_layout
+from vision.data.classification import CIFAR_FILES, CIFAR_FOLDERS, read_cifar
+from vision.data.splits import DatasetSplits, ImageSplit, locate
 
 #: Fine classes of the four meta-test superclasses (CIFAR-100's own names).
 FC100_TEST_SUPERCLASSES: dict[str, tuple[str, ...]] = {
@@ -37,8 +38,13 @@ def read_fc100(root: str | Path, seed: int = 0) -> DatasetSplits:
     Labels are re-indexed within each pool (0..19 for test, 0..79 for training), in CIFAR-100's class order.
 
     Raises:
+        FileNotFoundError: Naming the missing CIFAR-100 files.
         ValueError: If the CIFAR-100 meta file does not name the meta-test classes.
     """
+    folder = CIFAR_FOLDERS["cifar100"]
+    require_layout("fc100", locate(root, folder, "fc100") / folder, CIFAR_FILES["cifar100"],
+                   f"{folder}/{{{','.join(CIFAR_FILES['cifar100'])}}} (CIFAR-100's python-version archive, from which "
+                   "FC100 is built)")
     cifar = read_cifar(root, "cifar100", seed)
     images = np.concatenate([cifar.train.array, cifar.test.array])
     labels = torch.cat([cifar.train.targets, cifar.test.targets])
