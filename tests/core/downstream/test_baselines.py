@@ -24,10 +24,26 @@ def test_linear_probe_and_finetune_on_tiny_resnet():
     assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
     assert not encoder.training and all(p.requires_grad for p in encoder.parameters())
 
-    budget = finetune(encoder, task, [1.0, 1.0], ProbeConfig.finetune(epochs=10_000, time_budget_s=0.5, **common))
-    assert budget.hyperparameters["stopped_by_budget"] and budget.epochs_run < 10_000
-    assert budget.wall_time_s < 0.5 + 10.0  # the budget stops training; only the test pass remains
     assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
+
+
+def test_finetune_time_budget_stops_training(monkeypatch):
+    """The budget is read off a fake clock that moves on one second per reading: with 3 s, finetune's start (t=0)
+    and the sweep's start (t=1) leave exactly one step (the check at t=2 passes, the one at t=3 stops it)."""
+    from types import SimpleNamespace
+
+    import core.downstream.baselines as baselines_module
+    import core.downstream.sweep as sweep_module
+
+    readings = iter(range(1_000_000))
+    fake_time = SimpleNamespace(perf_counter=lambda: float(next(readings)))
+    monkeypatch.setattr(baselines_module, "time", fake_time)
+    monkeypatch.setattr(sweep_module, "time", fake_time)
+    encoder = tiny_resnet().eval()
+    config = ProbeConfig.finetune(epochs=10_000, time_budget_s=3.0, batch_size=8, lrs=(1e-3,), weight_decays=(0.0,))
+    budget = finetune(encoder, image_task(40, 16), [1.0, 1.0], config)
+    assert budget.hyperparameters["stopped_by_budget"] and budget.epochs_run == 1
+    assert len(budget.history) == 2  # epoch 0 (before any step) and the one-step epoch
 
 
 def test_prompt_vit_stages_and_finetune():
