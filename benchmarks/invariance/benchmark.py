@@ -27,14 +27,18 @@ other recipe against the amortised model; the learned coordinate against 0.5) la
 t-test, Holm-corrected across the table, with an equivalence margin per metric. Writes
 ``results/invariance_<modality>[_quick].json``, a markdown table (``.md``) and plots (``_scores.png``,
 ``_descriptors.png``, ``_losses.png``, ``_radar_*.png``), with wall time per stage. Pre-training runs and
-evaluations are kept under ``results/invariance_runs[_quick]/`` and reused when they match (delete the folder to
-start afresh after a code change); ``--jobs`` runs that many encoders at once, one thread each.
+evaluations are kept under ``results/invariance_runs[_quick]/``: every run goes through the pre-training entry
+point (:func:`benchmarks.runs.make_or_resume_run`: a finished run of the same code and configuration is reused,
+one of other code is moved aside and made afresh, a changed configuration is refused by the engine), and an
+evaluation is reused only when its settings and the code that wrote it match this process's. Every evaluation
+and the report record the code state at process start (:mod:`benchmarks.provenance`). ``--jobs`` runs that many
+encoders at once, one thread each.
 
-    python benchmarks/invariance_benchmark.py --modality vision --quick    # minutes: 3 seeds, tiny budget
-    python benchmarks/invariance_benchmark.py --modality vision            # the full run (see benchmarks/README)
-    python benchmarks/invariance_benchmark.py --modality audio
-    python benchmarks/invariance_benchmark.py --modality vision --report-only    # report from the stored runs
-    python benchmarks/invariance_benchmark.py --from-json benchmarks/results/invariance_vision.json \\
+    python -m benchmarks.invariance --modality vision --quick    # minutes: 3 seeds, tiny budget
+    python -m benchmarks.invariance --modality vision            # the full run (see benchmarks/README)
+    python -m benchmarks.invariance --modality audio
+    python -m benchmarks.invariance --modality vision --report-only    # report from the stored runs
+    python -m benchmarks.invariance --from-json benchmarks/results/invariance_vision.json \\
         --output-dir /tmp/report    # report from a results JSON alone (its "results" key)
 """
 
@@ -45,27 +49,23 @@ import concurrent.futures as futures
 import hashlib
 import json
 import multiprocessing
-import os
-import platform
 import shlex
-import subprocess
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+import torch
+from tqdm import tqdm
 
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+from benchmarks.invariance import report as reporting
+from benchmarks.invariance.recipes import AUDIO_SPECTRAL, AUDIO_TEMPORAL, RECIPES, Recipe, recipe
+from benchmarks.invariance.tasks import METRICS, input_rule
+from benchmarks.provenance import AT_START, RESULTS, record, same_code
+from benchmarks.runs import make_or_resume_run
+from core.downstream.probe import PROBE_EPOCHS
 
-from benchmarks.invariance import report as reporting  # noqa: E402
-from benchmarks.invariance.recipes import AUDIO_SPECTRAL, AUDIO_TEMPORAL, RECIPES, Recipe, recipe  # noqa: E402
-from benchmarks.invariance.tasks import METRICS, input_rule  # noqa: E402
-from core.downstream.probe import PROBE_EPOCHS  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).resolve().parents[2]
 #: Budgets: (pre-training steps, batch, readout train/test inputs, test pool, probe epochs, measured inputs,
 #: copies). The test pool is 4x the test inputs, so two seeds share about a quarter of their test inputs.
 PRESETS = {
@@ -121,6 +121,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, key, value)
     args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
     names = [r.name for r in RECIPES[args.modality]]
+    names = [r.name for r in RECIPES[args.modality] if r.default]
     args.recipes = [recipe(args.modality, n) for n in (args.encoders.split(",") if args.encoders else names)]
     suffix = "_quick" if args.quick else ""
     args.output = args.output or RESULTS / f"invariance_{args.modality}{suffix}.json"
@@ -129,34 +130,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------------------------------------ one encoder
-def pretrain_command(args: argparse.Namespace, r: Recipe, seed: int, folder: Path) -> list[str]:
-    entry = "vision.pretrain" if args.modality == "vision" else "audio.pretrain"
+def pretrain_args(args: argparse.Namespace, r: Recipe, seed: int) -> list[str]:
+    """The entry point's flags for one encoder, besides ``--run.output``."""
     init = ["--init.from", str(args.runs / f"seed{seed}" / r.init_from)] if r.init_from else []
-    return [sys.executable, "-m", entry, "--run.output", str(folder), "--run.steps", str(args.steps * r.steps_factor),
-            "--run.batch_size", str(args.batch_size), "--run.seed", str(seed), "--run.progress", "false",
-            "--run.num_workers", "0", "--run.log_every", "1", *r.flags, *init]
+    return ["--run.steps", str(args.steps * r.steps_factor), "--run.batch_size", str(args.batch_size),
+            "--run.seed", str(seed), "--run.progress", "false", "--run.num_workers", "0", "--run.log_every", "1",
+            *r.pretrain_flags(), *init]
 
 
-def pretrain_run(args: argparse.Namespace, r: Recipe, seed: int) -> float | None:
-    """Pre-train one encoder unless its finished run is there; the seconds it took, or None when reused."""
+def entry_point(args: argparse.Namespace) -> str:
+    return "vision.pretrain" if args.modality == "vision" else "audio.pretrain"
+
+
+def pretrain_run(args: argparse.Namespace, r: Recipe, seed: int) -> dict:
+    """Make, resume or reuse one encoder's run (:func:`benchmarks.runs.make_or_resume_run`)."""
     folder = args.runs / f"seed{seed}" / r.name
-    if _finished(folder, args.steps * r.steps_factor):
-        return None
-    began = time.perf_counter()
     log = folder.parent / f"{r.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("w") as handle:
-        subprocess.run(pretrain_command(args, r, seed, folder), cwd=ROOT, check=True, stdout=handle,
-                       stderr=subprocess.STDOUT, env=os.environ | {"OMP_NUM_THREADS": "1"})
-    return time.perf_counter() - began
-
-
-def _finished(folder: Path, steps: int) -> bool:
-    metrics = folder / "metrics.jsonl"
-    if not (folder / "encoder.json").is_file() or not metrics.is_file():
-        return False
-    lines = [line for line in metrics.read_text().splitlines() if line.strip()]
-    return bool(lines) and json.loads(lines[-1]).get("step") == steps
+    return make_or_resume_run(entry_point(args), pretrain_args(args, r, seed), folder, log=log,
+                              env={"OMP_NUM_THREADS": "1"})
 
 
 def evaluation_key(args: argparse.Namespace, r: Recipe, seed: int) -> str:
@@ -178,17 +170,18 @@ def run_job(args: argparse.Namespace, r: Recipe, seed: int) -> dict:
     folder = args.runs / f"seed{seed}" / r.name
     out = folder / "evaluation.json"
     key = evaluation_key(args, r, seed)
-    if out.is_file() and json.loads(out.read_text()).get("key") == key:
-        return json.loads(out.read_text())
+    if out.is_file():
+        stored = json.loads(out.read_text())
+        if stored.get("key") == key and same_code(stored.get("provenance", {}).get("code"), AT_START):
+            return stored
     timings: dict[str, float] = {}
-    command = pretrain_command(args, r, seed, folder)
     if r.init_from:  # the run it starts from (collect() schedules that recipe's jobs first)
-        seconds = pretrain_run(args, recipe(args.modality, r.init_from), seed)
-        if seconds is not None:
-            timings["init_pretrain_s"] = seconds
-    seconds = pretrain_run(args, r, seed)
-    if seconds is not None:
-        timings["pretrain_s"] = seconds
+        made = pretrain_run(args, recipe(args.modality, r.init_from), seed)
+        if not made["reused"]:
+            timings["init_pretrain_s"] = made["wall_time_s"]
+    run = pretrain_run(args, r, seed)
+    if not run["reused"]:
+        timings["pretrain_s"] = run["wall_time_s"]
     from benchmarks.invariance.scores import score_amortised, score_plain, training_points
     from benchmarks.invariance.tasks import load_tasks
     from core.checkpoint import load_encoder
@@ -220,7 +213,8 @@ def run_job(args: argparse.Namespace, r: Recipe, seed: int) -> dict:
                                    extra_points=extra)
         timings["measure_s"] = time.perf_counter() - began
     steps, losses = reporting.loss_curves(folder)
-    result = {"key": key, "recipe": r.name, "seed": seed, "command": "python " + shlex.join(command[1:]),
+    result = {"key": key, "recipe": r.name, "seed": seed, "command": run["command"],
+              "provenance": record(), "run": {k: run[k] for k in ("path", "code", "code_label", "step")},
               "parameters": sum(p.numel() for p in encoder.parameters()),
               "metrics": {t: d.metric for t, d in tasks.items()}, "scores": scores, "measured": measured,
               "inputs": input_rule(args.num_train, args.num_test, args.test_pool),
@@ -257,11 +251,6 @@ def collect(args: argparse.Namespace) -> dict[str, dict[int, dict]]:
                 bar.set_postfix_str(f"{name} seed {seed} done")
     bar.close()
     return results
-
-
-def _commit() -> str | None:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                          check=False).stdout.strip() or None
 
 
 def write_report(modality: str, report: dict, output: Path, curves: dict | None = None) -> None:
@@ -308,8 +297,8 @@ def from_json(args: argparse.Namespace, argv: list[str] | None) -> dict:
     report = {k: v for k, v in stored.items() if k not in ("summary", "plots")}
     report |= {"modality": modality, "summary": reporting.summarise(modality, recipes, results), "results": results,
                "regenerated": {"from": str(args.from_json), "date": datetime.now().isoformat(timespec="seconds"),
-                               "git_commit": _commit(), "command": "python " + shlex.join(
-                                   ["benchmarks/invariance_benchmark.py", *(argv or sys.argv[1:])])}}
+                               "provenance": record(["python", "-m", "benchmarks.invariance",
+                                                     *(argv or sys.argv[1:])])}}
     first = next(iter(next(iter(results.values())).values()))
     report["metrics"] = stored.get("metrics") or first.get("metrics") or dict(METRICS[modality])
     write_report(modality, report, args.output_dir / args.from_json.name)
@@ -341,12 +330,12 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "benchmark": "invariance", "modality": args.modality,
         "date": datetime.now().isoformat(timespec="seconds"),
-        "command": "python " + shlex.join(["benchmarks/invariance_benchmark.py", *(argv or sys.argv[1:])]),
-        "git_commit": _commit(),
+        "command": "python " + shlex.join(["-m", "benchmarks.invariance", *(argv or sys.argv[1:])]),
+        "provenance": record(["python", "-m", "benchmarks.invariance", *(argv or sys.argv[1:])]),
+        "runs_code": sorted({r.get("provenance", {}).get("code", {}).get("commit") or "untraced"
+                             for seeds in results.values() for r in seeds.values()}),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "recipes"}
         | {"seeds_run": seeds_run, "inputs": shared_inputs(results)},
-        "environment": {"torch": torch.__version__, "cpu_count": os.cpu_count(), "machine": platform.machine(),
-                        "load_average": os.getloadavg()},
         "encoders": {r.name: {"role": r.role, "description": r.description, "conditioned": r.conditioned,
                               "steps": args.steps * r.steps_factor,
                               "parameters": next(iter(results[r.name].values()))["parameters"]} for r in recipes},

@@ -10,8 +10,9 @@ The rule, for one table (one modality):
 - per row with n >= 2 seeds: the two-sided paired t-test of "mean difference = 0" (the one-sample t-test on the
   per-seed differences, the same p as :func:`scipy.stats.ttest_rel`), and the two one-sided tests (TOST [1]) of
   "|mean difference| >= m" for the row's margin m;
-- Holm's step-down adjustment [0] across the table's rows, once over the difference p-values and once over the
-  TOST p-values, so each kind of statement ("differs", "equivalent") holds its family-wise error rate at alpha;
+- Holm's step-down adjustment [0] within each family of rows (:data:`FAMILIES`: the paper's claims, the controls,
+  the levers beyond the paper, other recipes), once over the difference p-values and once over the TOST p-values,
+  so each kind of statement ("differs", "equivalent") holds its family-wise error rate at alpha within a family;
 - the label: ``better`` / ``worse`` when the Holm-adjusted difference p < alpha (by the sign of the mean);
   otherwise ``equivalent within ±m`` when the Holm-adjusted TOST p < alpha (the 1 - 2 alpha interval lies
   inside [-m, +m], Holm-adjusted); otherwise ``not shown different``. A row with fewer than 2 seeds is
@@ -43,18 +44,28 @@ from benchmarks.invariance.tasks import EXPECTED
 #: Equivalence margin per metric kind (``descriptor``: a learned coordinate against 0.5).
 MARGINS: dict[str, float] = {"top1": 0.02, "mean_per_class": 0.02, "r2": 0.02, "descriptor": 0.05}
 ALPHA = 0.05
-#: Rows of the claims table per task: (comparison, recipe A, recipe B). ``BEST`` stands for the specialised
+#: Rows of the claims table per task: (family, comparison, recipe A, recipe B). ``BEST`` stands for the specialised
 #: baseline (role ``baseline``, not ``plain_default``) with the highest mean score on that task; picking it on
 #: the test means favours the baselines. A row is left out when one of its recipes is missing.
 BEST = "<best specialist>"
-COMPARISONS: tuple[tuple[str, str, str], ...] = (
-    ("vs plain default", "amortised", "plain_default"),
-    ("vs best specialist", "amortised", BEST),
-    ("capacity control", "amortised", "plain_wide"),
-    ("mix control", "amortised", "plain_mix"),
-    ("budget control", "amortised_steps", "amortised"),
-    ("budget vs best specialist", "amortised_steps", BEST),
+COMPARISONS: tuple[tuple[str, str, str, str], ...] = (
+    ("paper", "vs plain default", "amortised", "plain_default"),
+    ("paper", "vs best specialist", "amortised", BEST),
+    ("controls", "capacity control", "amortised", "plain_wide"),
+    ("controls", "mix control", "amortised", "plain_mix"),
+    ("controls", "budget control", "amortised_steps", "amortised"),
+    ("controls", "budget vs best specialist", "amortised_steps", BEST),
+    ("levers", "mixed vs amortised", "amortised_mixed", "amortised"),
+    ("levers", "mixed vs plain default", "amortised_mixed", "plain_default"),
+    ("levers", "mixed vs best specialist", "amortised_mixed", BEST),
+    ("levers", "from plain vs amortised", "amortised_from_plain", "amortised"),
+    ("levers", "from plain vs plain 2x steps", "amortised_from_plain", "plain_default_2x"),
+    ("levers", "from plain vs best specialist", "amortised_from_plain", BEST),
 )
+#: The families Holm's correction runs over, one at a time: the paper's claims (the amortised model against the
+#: plain default and the best specialist, and its learned descriptors), the controls, the two levers beyond the
+#: paper, and any other recipe against the amortised model.
+FAMILIES = ("paper", "controls", "levers", "other")
 NOT_ENOUGH = "not enough seeds"
 #: Encoders whose learned descriptor is a row of the table (the paper's claim is about the amortised model; the
 #: controls' descriptors are in the report's descriptor table, untested, so they do not dilute the correction).
@@ -126,8 +137,8 @@ def _score(result: Mapping[str, Any], task: str, readout: str) -> float:
 
 
 def comparisons(task: str, results: Mapping[str, Mapping[Any, dict]],
-                roles: Mapping[str, str]) -> list[tuple[str, tuple[str, str], tuple[str, str]]]:
-    """The score rows of one task: ``(comparison, (recipe A, readout), (recipe B, readout))``.
+                roles: Mapping[str, str]) -> list[tuple[str, str, tuple[str, str], tuple[str, str]]]:
+    """The score rows of one task: ``(family, comparison, (recipe A, readout), (recipe B, readout))``.
 
     :data:`COMPARISONS` first (with ``BEST`` resolved), then ``amortised`` against every recipe they leave out
     (the specialists count as covered by the best one).
@@ -136,14 +147,15 @@ def comparisons(task: str, results: Mapping[str, Mapping[Any, dict]],
     best = max(specialists, default=None, key=lambda n: np.mean(
         [_score(r, task, main_readout(results, n, task)) for r in results[n].values()]))
     out, used = [], {"amortised", *specialists}
-    for name, a, b in COMPARISONS:
+    for family, name, a, b in COMPARISONS:
         b = best if b == BEST else b
         if a in results and b in results:
-            out.append((name, (a, main_readout(results, a, task)), (b, main_readout(results, b, task))))
+            out.append((family, name, (a, main_readout(results, a, task)), (b, main_readout(results, b, task))))
             used |= {a, b}
     if "amortised" in results:
         amortised = ("amortised", main_readout(results, "amortised", task))
-        out += [(f"vs {n}", amortised, (n, main_readout(results, n, task))) for n in results if n not in used]
+        out += [("other", f"vs {n}", amortised, (n, main_readout(results, n, task))) for n in results
+                if n not in used]
     return out
 
 
@@ -179,30 +191,34 @@ def claims(modality: str, results: Mapping[str, Mapping[Any, dict]], roles: Mapp
             coordinate, side = expected
             by_seed = {s: float(r["scores"][task]["learned"]["invariance_by_name"][coordinate]) for s, r in
                        seeds.items()}
-            rows.append({"task": task, "comparison": f"descriptor {coordinate} ({side} expected)",
+            rows.append({"task": task, "family": "paper", "comparison": f"descriptor {coordinate} ({side} expected)",
                          "a": f"{name}:learned {coordinate}", "b": "0.5", "metric": "descriptor", "encoder": name,
                          "coordinate": coordinate, "expected": side, "seeds": sorted(by_seed),
                          "values": [v - 0.5 for _, v in sorted(by_seed.items())], "margin": margins["descriptor"]})
-        for name, (recipe_a, readout_a), (recipe_b, readout_b) in comparisons(task, results, roles):
+        for family, name, (recipe_a, readout_a), (recipe_b, readout_b) in comparisons(task, results, roles):
             seeds = sorted(set(results[recipe_a]) & set(results[recipe_b]))
             values = [_score(results[recipe_a][s], task, readout_a) - _score(results[recipe_b][s], task, readout_b)
                       for s in seeds]
-            rows.append({"task": task, "comparison": name, "a": f"{recipe_a}:{readout_a}",
+            rows.append({"task": task, "family": family, "comparison": name, "a": f"{recipe_a}:{readout_a}",
                          "b": f"{recipe_b}:{readout_b}", "metric": metrics[task], "seeds": seeds, "values": values,
                          "margin": margins[metrics[task]]})
     for row in rows:
         row |= paired_test(row["values"], row["margin"])
-    for key in ("p", "p_equivalence"):
-        for row, adjusted in zip(rows, holm([r[key] for r in rows]), strict=True):
-            row[f"{key}_holm"] = adjusted
+    for family in FAMILIES:
+        members = [r for r in rows if r["family"] == family]
+        for key in ("p", "p_equivalence"):
+            for row, adjusted in zip(members, holm([r[key] for r in members]), strict=True):
+                row[f"{key}_holm"] = adjusted
     for row in rows:
         descriptor = row["metric"] == "descriptor"
         row["label"] = label(row, alpha, reference=0.5 if descriptor else None)
         if descriptor:
             row["as_expected"] = row["label"] == ("below 0.5" if row["expected"] == "low" else "above 0.5")
-    return {"alpha": alpha, "correction": f"Holm across the {sum(r['p'] is not None for r in rows)} tested rows of "
-            "this table, separately for the difference and the equivalence (TOST) p-values",
-            "margins": margins, "family_size": sum(r["p"] is not None for r in rows),
+    sizes = {f: sum(r["p"] is not None for r in rows if r["family"] == f) for f in FAMILIES}
+    sizes = {f: k for f, k in sizes.items() if k}
+    return {"alpha": alpha, "correction": "Holm within each family of this table (" + ", ".join(
+                f"{f}: {k} tested rows" for f, k in sizes.items()) + "), separately for the difference and the "
+            "equivalence (TOST) p-values", "margins": margins, "family_size": sizes,
             "seeds": sorted({s for r in rows for s in r["seeds"]}, key=str), "rows": rows}
 
 
@@ -224,15 +240,17 @@ def markdown_claims(modality: str, table: Mapping[str, Any]) -> str:
              f"Holm-adjusted TOST p < {alpha:g}; else `not shown different`; fewer than 2 seeds: `not enough seeds`. "
              f"The label follows the Holm decision, not the unadjusted interval. Margins m: {margins} (about one "
              "standard error of a single score on the test split; a twentieth of the descriptor's [0, 1] range).",
-             "", "| task | comparison | A | B | n | mean [95 % interval] | p | Holm p | TOST p (Holm) | m | label |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "", "| family | task | comparison | A | B | n | mean [95 % interval] | p | Holm p | TOST p (Holm) | m "
+             "| label |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table["rows"]:
         ci = f" [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]" if r["ci"] else ""
         mean = "–" if r["mean"] is None else f"{r['mean']:+.3f}{ci}"
-        lines.append(f"| {r['task']} | {r['comparison']} | {r['a']} | {r['b']} | {r['n']} | {mean} | {_p(r['p'])} | "
+        lines.append(f"| {r.get('family', '')} | {r['task']} "
+                     f"| {r['comparison']} | {r['a']} | {r['b']} | {r['n']} | {mean} | {_p(r['p'])} | "
                      f"{_p(r['p_holm'])} | {_p(r['p_equivalence_holm'])} | ±{r['margin']:g} | {r['label']} |")
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["ALPHA", "BEST", "COMPARISONS", "DESCRIPTOR_ENCODERS", "MARGINS", "NOT_ENOUGH", "claims", "comparisons",
-           "holm", "label", "main_readout", "markdown_claims", "paired_test"]
+__all__ = ["ALPHA", "BEST", "COMPARISONS", "DESCRIPTOR_ENCODERS", "FAMILIES", "MARGINS", "NOT_ENOUGH", "claims",
+           "comparisons", "holm", "label", "main_readout", "markdown_claims", "paired_test"]

@@ -101,7 +101,8 @@ def test_every_comparison_of_a_results_dict_gets_a_label() -> None:
     # one seed: no test, not counted in the family
     budget = rows["timbre", "budget control"]
     assert budget["label"] == "not enough seeds" and budget["p"] is None and budget["p_holm"] is None
-    assert table["family_size"] == sum(r["n"] >= 2 for r in table["rows"]) == 12
+    assert table["family_size"] == {"paper": 6, "controls": 4, "other": 2}
+    assert sum(table["family_size"].values()) == sum(r["n"] >= 2 for r in table["rows"])
     assert rows["pitch", "descriptor pitch_shift (low expected)"]["margin"] == 0.05
     assert rows["pitch", "vs plain default"]["margin"] == 0.02 and table["alpha"] == 0.05
 
@@ -112,14 +113,18 @@ def test_holm_decides_the_label() -> None:
     gain = rows["timbre", "vs plain default"]  # differences 0.12, 0.13, 0.14: p = 0.002 alone
     assert gain["p"] == pytest.approx(stats.ttest_1samp([0.12, 0.13, 0.14], 0.0).pvalue)
     assert gain["p"] < gain["p_holm"] < 0.05 and gain["label"] == "better"
-    tested = [r for r in table["rows"] if r["p"] is not None]
-    assert [r["p_holm"] for r in tested] == pytest.approx(c.holm([r["p"] for r in tested]))
-    # differences 0.02, 0.03, 0.035 (p = 0.023): better alone, not once the 12 tests are counted
+    for family in c.FAMILIES:  # Holm runs within each family, never across families
+        tested = [r for r in table["rows"] if r["p"] is not None and r["family"] == family]
+        assert [r["p_holm"] for r in tested] == pytest.approx(c.holm([r["p"] for r in tested]))
+    # differences 0.02, 0.03, 0.035 (p = 0.023): better alone; in its family of 2 beside a p = 0 row, Holm
+    # multiplies it by 1 and it stays better
     g2 = rows["timbre", "vs amortised_g2"]
     np.testing.assert_allclose(g2["values"], [0.02, 0.03, 0.035])
-    assert _alone(g2["values"]) == "better" and g2["p"] < 0.05 <= g2["p_holm"]
-    assert g2["label"] == "not shown different"
+    assert g2["family"] == "other" and _alone(g2["values"]) == "better"
+    assert g2["p_holm"] == pytest.approx(g2["p"]) and g2["label"] == "better"
     assert rows["pitch", "vs amortised_g2"]["label"] == "better"  # 0.01 at every seed: no spread, p = 0
+    # the same differences among 12 rows of one family: no longer better
+    assert c.holm([g2["p"]] + [0.0] * 11)[0] == pytest.approx(g2["p"]) and c.holm([g2["p"]] * 12)[0] >= 0.05
     assert rows["pitch", "descriptor pitch_shift (low expected)"]["label"] == "below 0.5"
     assert rows["pitch", "descriptor pitch_shift (low expected)"]["as_expected"]
     assert rows["timbre", "descriptor pitch_shift (high expected)"]["label"] == "below 0.5"
@@ -130,9 +135,9 @@ def test_markdown_states_margin_correction_and_seeds() -> None:
     table = _table(_results())
     text = c.markdown_claims("audio", table)
     assert "top1 ±0.02" in text and "r2 ±0.02" in text and "descriptor ±0.05" in text
-    assert "Holm across the 12 tested rows" in text and "alpha = 0.05" in text and "Seeds: 0, 1, 2" in text
-    assert "| timbre | vs plain default | amortised:learned | plain_default:fixed | 3 | +0.130 [" in text
-    assert text.count("\n| timbre |") == 8 and "not enough seeds" in text
+    assert "Holm within each family of this table (paper: 6 tested rows, controls: 4 tested rows, other: 2" in text and "alpha = 0.05" in text and "Seeds: 0, 1, 2" in text
+    assert "| paper | timbre | vs plain default | amortised:learned | plain_default:fixed | 3 | +0.130 [" in text
+    assert text.count("| timbre |") == 8 and "not enough seeds" in text
 
 
 def test_report_from_a_results_json_alone(tmp_path: Path) -> None:
@@ -145,7 +150,8 @@ def test_report_from_a_results_json_alone(tmp_path: Path) -> None:
         invariance_benchmark.main(["--from-json", str(stored), "--output-dir", str(stored.parent)])
     out = invariance_benchmark.main(["--from-json", str(stored), "--output-dir", str(tmp_path / "out")])
     written = json.loads((tmp_path / "out" / "invariance_audio.json").read_text())
-    assert written["summary"]["claims"]["family_size"] == 12 == out["summary"]["claims"]["family_size"]
+    assert written["summary"]["claims"]["family_size"] == {"paper": 6, "controls": 4, "other": 2}
+    assert out["summary"]["claims"]["family_size"] == written["summary"]["claims"]["family_size"]
     assert written["regenerated"]["from"] == str(stored)
     markdown = (tmp_path / "out" / "invariance_audio.md").read_text()
     assert "| timbre | vs plain default |" in markdown and "better" in markdown
