@@ -18,40 +18,41 @@ All in one run (the CPUs are shared with other processes, so only numbers from t
     per-step ``data_time`` (waiting for the DataLoader) and ``step_time`` from ``metrics.jsonl``;
     ``data_share = data_time / (data_time + step_time)`` over the steps after the first, and clips per second.
 
-Goals (issue 9): fast >= 10x reference; data_share < 5 % with the default workers on CPU.
+Goals: fast >= 10x reference; data_share < 5 % with the default workers on CPU.
 
-    python benchmarks/audio_augment_throughput.py                 # bare recipe (1-s clips, 64 mels)
-    python benchmarks/audio_augment_throughput.py --recipe fsd50k --steps 6 --batches 2   # 5-s clips, 128 mels
-    python benchmarks/audio_augment_throughput.py --device cuda --output benchmarks/results/gpu/audio.json
+The end-to-end runs are timings in a temporary folder, not encoders a benchmark evaluates, so they run in this
+process (``audio.pretrain.main``) rather than through :func:`benchmarks.runs.make_or_resume_run`.
+
+    python -m benchmarks.audio_augment_throughput                 # bare recipe (1-s clips, 64 mels)
+    python -m benchmarks.audio_augment_throughput --recipe fsd50k --steps 6 --batches 2   # 5-s clips, 128 mels
+    python -m benchmarks.audio_augment_throughput --device cuda --output benchmarks/results/gpu/audio.json
+    python -m benchmarks.audio_augment_throughput --quick         # seconds: batch 8, tiny model, to a temporary folder
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from audio.augment.fast import augment_batch  # noqa: E402
-from audio.augment.params import FACTORS, ViewParams, draw_view_params  # noqa: E402
-from audio.augment.reference import augment_reference  # noqa: E402
-from audio.data.synthetic import SyntheticTones  # noqa: E402
-from audio.data.views import ContrastiveAudioViews  # noqa: E402
-from audio.frontend.waveform import random_chunk  # noqa: E402
-from audio.pretrain import build_backbone, chunk_samples, load_config  # noqa: E402
-from audio.pretrain import main as pretrain_main  # noqa: E402
-from core.invariance import InvarianceSpace  # noqa: E402
-from core.pretrain.optim import build_optimizer  # noqa: E402
-from core.pretrain.recipe import build_learner  # noqa: E402
-from core.pretrain.sampler import DescriptorBatchSampler  # noqa: E402
+from audio.augment.fast import augment_batch
+from audio.augment.params import FACTORS, ViewParams, draw_view_params
+from audio.augment.reference import augment_reference
+from audio.data.synthetic import SyntheticTones
+from audio.data.views import ContrastiveAudioViews
+from audio.frontend.waveform import random_chunk
+from audio.pretrain import build_backbone, chunk_samples, load_config
+from audio.pretrain import main as pretrain_main
+from benchmarks.provenance import output_path, record, write_json
+from core.invariance import InvarianceSpace
+from core.pretrain.optim import build_optimizer
+from core.pretrain.recipe import build_learner
+from core.pretrain.sampler import DescriptorBatchSampler
 
 RECIPES = {
     "bare": [],  # python -m audio.pretrain's defaults
@@ -59,6 +60,9 @@ RECIPES = {
     "fsd50k": ["--data.clip_seconds", "5", "--data.n_mels", "128", "--model.width", "64", "--model.hidden_dim", "32",
                "--batch-size", "128"],
 }
+#: Added to the recipe's flags by ``--quick``: a batch of 8 and a tiny model on a small synthetic set.
+QUICK = ["--batch-size", "8", "--model.width", "4", "--model.hidden_dim", "2", "--data.synthetic_size", "64",
+         "--data.stats_clips", "16"]
 
 
 def timed(fn) -> tuple[float, float]:
@@ -200,7 +204,7 @@ def end_to_end_row(argv: list[str], steps: int, device: str, augment_device: str
             max(data + model, 1e-9)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="bare")
     parser.add_argument("--batches", type=int, default=8, help="fast-path batches")
@@ -209,12 +213,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="end-to-end steps (0 skips it)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of this process")
+    parser.add_argument("--quick", action="store_true", help="Seconds: 1 batch of 8 on each path, a tiny model, 1 "
+                        "model step, 3 end-to-end steps; results to a temporary folder.")
     parser.add_argument("--output", default=None, help="JSON file (default benchmarks/results/audio_augment_"
                         "throughput[_fsd50k].json)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    started = record()  # the code as the process starts
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     argv = RECIPES[args.recipe]
+    if args.quick:
+        argv = [*argv, *QUICK]
+        args.batches, args.reference_batches, args.model_steps, args.steps = 1, 1, 1, 3
     cfg = load_config(argv)
     space = InvarianceSpace.from_name("audio")
     clips = SyntheticTones(size=max(cfg.run.batch_size * args.batches, 256), seconds=cfg.data.clip_seconds)
@@ -236,8 +246,7 @@ def main() -> None:
         print(f"model step {model['step_s']:.3f} s = {model['clips_per_s']:.1f} clips/s on {device}", flush=True)
     result = {
         "benchmark": "audio_augment_throughput", "recipe": args.recipe, "argv": argv,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cpus": os.cpu_count(), "load_avg_1min": round(os.getloadavg()[0], 2), "threads": args.threads,
+        "quick": args.quick, "cpus": os.cpu_count(), "threads": args.threads,
         "clip_seconds": cfg.data.clip_seconds, "n_mels": cfg.data.n_mels, "batch": cfg.run.batch_size,
         "augmentation": augmentation, "fast_over_reference_per_cpu_s": fast / reference,
         "fast_over_reference_descriptor_weighted": weighted, "factors": factors,
@@ -250,11 +259,11 @@ def main() -> None:
             place = "data-loader workers" if where == "workers" else "training step"
             print(f"end to end, views made in the {place}: data share {row['data_share']:.1%} of the step with "
                   f"{row['workers']} workers, {row['clips_per_s']:.1f} clips/s", flush=True)
-    suffix = "" if args.recipe == "bare" else f"_{args.recipe}"
-    output = Path(args.output or Path(__file__).parent / "results" / f"audio_augment_throughput{suffix}.json")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
+    suffix = ("" if args.recipe == "bare" else f"_{args.recipe}") + ("_quick" if args.quick else "")
+    output = output_path(f"audio_augment_throughput{suffix}.json", args.quick, args.output)
+    write_json(output, result, started)
     print(f"wrote {output}")
+    return result
 
 
 if __name__ == "__main__":

@@ -31,11 +31,11 @@ import numpy as np
 import soundfile
 import torch
 
-from audio.fewshot.splits import load_splits
+from audio.data.class_splits import load_splits
 from audio.models import create_backbone
+from benchmarks.provenance import output_path, record, write_json
 from core.checkpoint import save_encoder
 from core.invariance import InvarianceSpace
-from core.provenance import provenance
 
 RATE = 16_000
 #: Reads the child's own peak RSS after audio.fewshot's __main__ ran (kibibytes on Linux).
@@ -104,10 +104,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="100 and 400 clips, results to a temporary folder")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
-    record = provenance()  # the commit as the process starts
+    started = record()  # the code as the process starts
     sizes = [100, 400] if args.quick else args.sizes
-    default = Path(tempfile.gettempdir()) if args.quick else Path(__file__).parent / "results"
-    output = args.output or default / f"audio_fewshot_memory{'_quick' if args.quick else ''}.json"
+    output = output_path(f"audio_fewshot_memory{'_quick' if args.quick else ''}.json", args.quick, args.output)
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -133,9 +132,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"benchmark": "audio_fewshot_memory", "sizes": sizes, "episodes": args.episodes,
               "split": "40 test, 5 val, 5 train classes of ESC-50's 50",
               "batch_size": args.batch_size, "runs": runs,
-              "growth": growth, "provenance": record}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
+              "growth": growth}
+    write_json(output, result, started)
     print(f"wrote {output}")
     return result
 

@@ -1,6 +1,6 @@
 """Speed of few-shot audio evaluation (``audio.fewshot``): episodes per second of each route, encoder's share.
 
-Three routes on the embedded synthetic audio (``audio.fewshot.sources.synthetic_clips``), 5-way 1-shot, one
+Three routes on the embedded synthetic audio (``audio.fewshot.episode_clips.synthetic_clips``), 5-way 1-shot, one
 query clip per way (MetaAudio's protocol), chunk-voted queries, ridge head:
 
 1. ``fixed``: one descriptor (all ones); the features of every chunk are computed once (the *encoder* part), then
@@ -26,18 +26,14 @@ forward-mode step, one reverse-mode step and the query scoring per episode, and 
 the share of forward-mode steps measured on the small model; 10,000 episodes on a GPU are an *extrapolation*:
 the FLOPs they need and the sustained rate a GPU must reach to do them in 10 minutes.
 
-    python benchmarks/audio_fewshot_speed.py                # a few minutes; benchmarks/results/audio_fewshot_speed.json
-    python benchmarks/audio_fewshot_speed.py --quick        # seconds; ..._quick.json
-    python benchmarks/audio_fewshot_speed.py --device cuda  # on a GPU (the paper-size part then runs more episodes)
+    python -m benchmarks.audio_fewshot_speed                # a few minutes; benchmarks/results/audio_fewshot_speed.json
+    python -m benchmarks.audio_fewshot_speed --quick        # seconds; ..._quick.json in a temporary folder
+    python -m benchmarks.audio_fewshot_speed --device cuda  # on a GPU (the paper-size part then runs more episodes)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
@@ -46,22 +42,21 @@ import torch.autograd.forward_ad as fwad
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from audio.fewshot.sources import ChunkStore, synthetic_clips  # noqa: E402
-from audio.fewshot.store import DecodedClips  # noqa: E402
-from audio.fewshot.vote import ChunkVote  # noqa: E402
-from audio.models import create_backbone  # noqa: E402
-from core.checkpoint import load_encoder  # noqa: E402
-from core.downstream.features import extract_features  # noqa: E402
-from core.downstream.fewshot import (  # noqa: E402
+from audio.fewshot.episode_clips import ChunkStore, synthetic_clips
+from audio.fewshot.store import DecodedClips
+from audio.fewshot.vote import ChunkVote
+from audio.models import create_backbone
+from benchmarks.provenance import output_path, record, write_json
+from core.checkpoint import load_encoder
+from core.downstream.features import extract_features
+from core.downstream.fewshot import (
     EpisodeSampler,
     features_accuracy,
     learn_episode_invariance,
     per_episode_accuracy,
 )
-from core.downstream.probe import descriptor_grid  # noqa: E402
-from core.invariance import InvarianceSpace  # noqa: E402
+from core.downstream.probe import descriptor_grid
+from core.invariance import InvarianceSpace
 
 SMALL = {"n_mels": 64, "width": 32, "hidden_dim": 8, "embed_dim": 16, "seconds": 1.0}
 PAPER = {"n_mels": 128, "width": 64, "hidden_dim": 32, "embed_dim": 16, "seconds": 5.0}
@@ -298,7 +293,7 @@ def paper_size(args: argparse.Namespace, space: InvarianceSpace, device: torch.d
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="Seconds: 5 steps, few episodes, 2 at paper size.")
     parser.add_argument("--checkpoint", default=None, help="Audio pre-training run (default: the small default "
@@ -319,7 +314,8 @@ def main() -> None:
                         help="Also time the per-episode route at the paper's size (true/false).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    started = record()  # the code as the process starts
     if args.quick:
         args.episodes, args.selection_episodes, args.per_episode_episodes = 1000, 5, 5
         args.chunk, args.clips, args.paper_episodes, args.steps = 5, 100, 2, 5
@@ -327,7 +323,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     name = "audio_fewshot_speed" + ("_quick" if args.quick else "") + ("" if device.type == "cpu" else "_cuda")
-    output = args.output or Path(__file__).parent / "results" / f"{name}.json"
+    output = output_path(f"{name}.json", args.quick, args.output)
 
     space = InvarianceSpace.from_name("audio")
     if args.checkpoint:
@@ -338,12 +334,8 @@ def main() -> None:
         source = "audio.pretrain default Hyper-ResNet18 (width 32, generator width 8, 64 mels), initial weights"
     report: dict = {
         "benchmark": "audio_fewshot_speed",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "command": "python " + " ".join(sys.argv),
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device),
-                        "cpu_count": os.cpu_count(), "machine": platform.machine(),
-                        "load_average_1min": os.getloadavg()[0]},
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        | {"threads": torch.get_num_threads(), "device": str(device)},
         "encoder": source,
     }
     began, cpu = time.perf_counter(), time.process_time()
@@ -371,10 +363,9 @@ def main() -> None:
               f"(extrapolated, not measured on a GPU)")
     report["total_s"] = time.perf_counter() - began
     report["total_cpu_s"] = time.process_time() - cpu  # robust to other processes on a shared machine
-    report["environment"]["load_average_1min_end"] = os.getloadavg()[0]
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(output, report, started)
     print(f"wrote {output}")
+    return report
 
 
 if __name__ == "__main__":

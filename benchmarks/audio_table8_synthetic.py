@@ -24,13 +24,13 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
+from benchmarks.provenance import output_path, record, write_json
+from benchmarks.runs import make_or_resume_run
 from core.downstream.fewshot import paired_interval
-from core.provenance import provenance
 
 ENCODERS: dict[str, list[str]] = {
     "amortised": [],
@@ -40,10 +40,11 @@ ENCODERS: dict[str, list[str]] = {
 TASKS = ("timbre", "pitch")
 
 
-def pretrain(name: str, folder: Path, steps: int, seed: int, extra: list[str]) -> None:
-    """``audio.pretrain`` into ``folder``; the engine resumes a finished or partial run, or refuses a changed one."""
-    subprocess.run([sys.executable, "-m", "audio.pretrain", *ENCODERS[name], "--output", str(folder), "--steps",
-                    str(steps), "--seed", str(seed), "--run.progress", "false", *extra], check=True)
+def pretrain(name: str, folder: Path, steps: int, seed: int, extra: list[str]) -> dict:
+    """``audio.pretrain`` into ``folder`` through :func:`benchmarks.runs.make_or_resume_run`: a finished run of the
+    same code and configuration is reused, a run of other code moved aside, a changed configuration refused."""
+    return make_or_resume_run("audio.pretrain", [*ENCODERS[name], "--run.steps", str(steps), "--run.seed", str(seed),
+                                                 "--run.progress", "false", *extra], folder)
 
 
 def fewshot(folder: Path, task: str, output: Path, episodes: int, n_query: int, extra: list[str]) -> dict:
@@ -96,31 +97,32 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--episodes", type=int, default=1000)
     parser.add_argument("--n-query", type=int, default=5)
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs/table8_synthetic"))
+    parser.add_argument("--runs-dir", type=Path, default=None,
+                        help="pre-training runs (default runs/table8_synthetic; --quick: a temporary folder)")
     parser.add_argument("--quick", action="store_true", help="3 steps, tiny models, 4 episodes, temporary folder")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
-    record = provenance()  # the code as the process starts
+    started = record()  # the code as the process starts
     pretrain_extra, fewshot_extra = [], []
-    runs = args.runs_dir
     if args.quick:
         args.steps, args.episodes, args.n_query = 3, 4, 1
         pretrain_extra = ["--model.width", "4", "--model.hidden_dim", "2", "--data.synthetic_size", "64",
                           "--batch-size", "8", "--workers", "0", "--data.stats_clips", "16"]
         fewshot_extra = ["--synthetic-size", "200", "--synthetic-seconds", "0.25", "--selection-episodes", "2",
                          "--steps", "1"]
-        runs = Path(tempfile.mkdtemp(prefix="table8_"))
-    output = args.output or (runs if args.quick else Path(__file__).parent / "results") / "audio_table8_synthetic.json"
+    runs = args.runs_dir or (output_path("table8_synthetic_runs", True) if args.quick
+                             else Path("runs/table8_synthetic"))
+    output = output_path("audio_table8_synthetic.json", args.quick, args.output)
     reports: dict[str, dict[str, dict]] = {}
+    made: dict[str, dict] = {}
     for name in ENCODERS:
-        pretrain(name, runs / name, args.steps, args.seed, pretrain_extra)
+        made[name] = pretrain(name, runs / name, args.steps, args.seed, pretrain_extra)
         reports[name] = {task: fewshot(runs / name, task, runs / f"fewshot_{name}_{task}.json", args.episodes,
                                        args.n_query, fewshot_extra) for task in TASKS}
     summary = table(reports)
     result = {"benchmark": "audio_table8_synthetic", "steps": args.steps, "seed": args.seed, "encoders": ENCODERS,
-              "summary": summary, "provenance": record}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
+              "runs": made, "summary": summary}
+    write_json(output, result, started)
     output.with_suffix(".md").write_text(markdown(summary, args.steps))
     print(markdown(summary, args.steps))
     print(f"wrote {output}")

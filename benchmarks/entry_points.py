@@ -12,7 +12,6 @@ and after, so a number measured on busy cores says so. The README quotes these n
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import subprocess
@@ -21,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.provenance import provenance
+from benchmarks.provenance import load_1min, output_path, record, write_json
 
 
 def commands(work: Path, quick: bool) -> dict[str, list[str]]:
@@ -47,14 +46,14 @@ def commands(work: Path, quick: bool) -> dict[str, list[str]]:
 
 def timed(command: list[str]) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    load = os.getloadavg()[0]
+    load = load_1min()
     began = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - began
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     row = {"command": " ".join(["python", *command[1:]]), "exit_code": done.returncode, "wall_s": wall,
-           "cpu_s": cpu, "load_1min_before": load, "load_1min_after": os.getloadavg()[0]}
+           "cpu_s": cpu, "load_1min_before": load, "load_1min_after": load_1min()}
     if done.returncode:
         row["stderr_tail"] = done.stderr[-2000:]
     return row
@@ -66,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--with-tests", action="store_true", help="also time `python -m pytest -q`")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
-    record = provenance()  # the code as the process starts
+    started = record()  # the code as the process starts
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, command in commands(Path(tmp), args.quick).items():
@@ -77,12 +76,10 @@ def main(argv: list[str] | None = None) -> dict:
             rows["pytest"] = timed([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"])
             print(f"pytest: {rows['pytest']['wall_s']:.0f} s wall, exit {rows['pytest']['exit_code']}", flush=True)
     failed = [name for name, row in rows.items() if row["exit_code"]]
-    default = Path(tempfile.gettempdir()) if args.quick else Path(__file__).parent / "results"
-    output = args.output or default / f"entry_points{'_quick' if args.quick else ''}.json"
+    output = output_path(f"entry_points{'_quick' if args.quick else ''}.json", args.quick, args.output)
     result = {"benchmark": "entry_points", "quick": args.quick, "runs": rows, "failed": failed,
-              "cpus": os.cpu_count(), "provenance": record}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
+              "cpus": os.cpu_count()}
+    write_json(output, result, started)
     print(f"wrote {output}")
     if failed:
         raise SystemExit(f"failed: {failed}")

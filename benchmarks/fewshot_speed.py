@@ -11,28 +11,24 @@
    ``vision.pretrain``'s default Hyper-ResNet18 (width 32, generator width 8, 32 px) with its initial weights:
    speed does not depend on training, accuracy does (it is only reported with a checkpoint).
 
-    python benchmarks/fewshot_speed.py                       # writes benchmarks/results/fewshot_speed.json
-    python benchmarks/fewshot_speed.py --num-episodes 2000 --k-shot 5 --routes false
-    python benchmarks/fewshot_speed.py --checkpoint runs/vision-pretrain --threads 1
+    python -m benchmarks.fewshot_speed                       # writes benchmarks/results/fewshot_speed.json
+    python -m benchmarks.fewshot_speed --num-episodes 2000 --k-shot 5 --routes false
+    python -m benchmarks.fewshot_speed --checkpoint runs/vision-pretrain --threads 1
+    python -m benchmarks.fewshot_speed --quick               # seconds: small sizes, to a temporary folder
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from core.checkpoint import load_encoder  # noqa: E402
-from core.downstream.fewshot import EpisodeSampler, FewShotSet, evaluate_episodes, fewshot_routes  # noqa: E402
-from core.invariance import InvarianceSpace  # noqa: E402
+from benchmarks.provenance import output_path, record, write_json
+from core.checkpoint import load_encoder
+from core.downstream.fewshot import EpisodeSampler, FewShotSet, evaluate_episodes, fewshot_routes
+from core.invariance import InvarianceSpace
 
 
 def run_routes(args: argparse.Namespace) -> dict:
@@ -59,7 +55,7 @@ def run_routes(args: argparse.Namespace) -> dict:
             "total_wall_s": round(total_wall, 2), "total_cpu_s": round(total_cpu, 2)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-episodes", type=int, default=10_000, help="Episodes per classifier.")
     parser.add_argument("--samples", type=int, default=5_000, help="Cached feature vectors (N).")
@@ -83,8 +79,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="Adam steps on θ per episode.")
     parser.add_argument("--lr", type=float, default=0.1, help="Adam step on θ.")
     parser.add_argument("--episode-chunk", type=int, default=25, help="Episodes learned together.")
-    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "fewshot_speed.json")
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="Seconds: 500 episodes on 1,000 features, 4 route "
+                        "episodes of 2 steps on 400/300 images; results to a temporary folder.")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="JSON path (default benchmarks/results/fewshot_speed.json).")
+    args = parser.parse_args(argv)
+    started = record()  # the code as the process starts
+    if args.quick:
+        args.num_episodes, args.samples, args.classes, args.num_train, args.num_test = 500, 1000, 20, 400, 300
+        args.route_episodes, args.selection_episodes, args.steps, args.episode_chunk = 4, 10, 2, 4
+    output = output_path("fewshot_speed_quick.json" if args.quick else "fewshot_speed.json", args.quick, args.output)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
 
@@ -99,14 +103,8 @@ def main() -> None:
     sampler_s = time.perf_counter() - began
 
     report: dict = {
-        "config": {k: v for k, v in vars(args).items() if k != "output"},
-        "environment": {
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-            "machine": platform.machine(),
-            "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        },
+        "benchmark": "fewshot_speed",
+        "config": {k: v for k, v in vars(args).items() if k != "output"} | {"threads": torch.get_num_threads()},
         "sampler_s": round(sampler_s, 3),
         "results": {},
     }
@@ -132,10 +130,9 @@ def main() -> None:
         for name, r in routes["fixed"].items():
             print(f"{'fixed':>13}: {r['episodes']} episodes in {r['wall_time_s']:.1f} s wall, "
                   f"{r['cpu_time_s']:.1f} s CPU, accuracy {r['accuracy']:.4f} at {name}")
-    report["environment"]["load_average_1min_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_json(output, report, started)
+    print(f"wrote {output}")
+    return report
 
 
 if __name__ == "__main__":

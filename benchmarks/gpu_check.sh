@@ -12,23 +12,23 @@
 #      This step is REQUIRED: it runs before the long benchmarks so that they cannot use up its budget, and a run
 #      in which it did not run (budget, crash) or did not pass exits 1, its summary marking it "failed", never
 #      "skipped".
-#   3. benchmarks/paper_width_step.py: paper-width Hyper-ResNet50 vs ResNet50, 224 px, batch 256, bf16, fused
+#   3. python -m benchmarks.paper_width_step: paper-width Hyper-ResNet50 vs ResNet50, 224 px, batch 256, bf16, fused
 #      AdamW, SimCLR step; step-time ratio, peak memory, breakdown, profile -> paper_width_step.json
 #   4. the same for the audio pre-training step (FSD50K recipe: Hyper-ResNet18 width 64 / generator 32 vs
 #      ResNet18, 128 mels x 157 frames, batch 128)                      -> paper_width_step_audio.json
-#   5. benchmarks/audio_fewshot_speed.py --device cuda --paper-episodes 25: the per-episode few-shot route
+#   5. python -m benchmarks.audio_fewshot_speed --device cuda --paper-episodes 25: the per-episode few-shot route
 #      (and the cached routes) on the GPU                               -> audio_fewshot_speed.json
-#   6. benchmarks/audio_augment_throughput.py --recipe fsd50k --device cuda: the fast augmentation path on the
+#   6. python -m benchmarks.audio_augment_throughput --recipe fsd50k --device cuda: the fast augmentation path on the
 #      GPU, the learner's step with its log-mel front end, and 8 end-to-end steps with the views made in the
 #      data-loader workers and then inside the training step on the GPU (data wait and clips/s both ways)
 #                                                                         -> audio_augment.json
-#   7. benchmarks/pretrain_throughput.py --device cuda (bf16 autocast)   -> pretrain_throughput.json
-#      (benchmarks/hypernet_overhead.py has no device option, so it is not run here)
+#   7. python -m benchmarks.pretrain_throughput --device cuda (bf16 autocast) -> pretrain_throughput.json
+#      (python -m benchmarks.hypernet_overhead has no device option, so it is not run here)
 #   8. a 50-step python -m vision.pretrain smoke run on CUDA with bf16, then core.load_encoder on CUDA
 #                                                                         -> gpu-pretrain/{config.json,metrics.jsonl}
 # A summary of every step (status ok / failed / skipped, exit code, seconds; "skipped" when the budget ran out,
 # except for a required step, which is then "failed") goes to gpu_check.json, and the headline numbers to
-# summary.json (also printed, by benchmarks/gpu_check_summary.py, which applies the same rule to the required
+# summary.json (also printed, by python -m benchmarks.gpu_check_summary, which applies the same rule to the required
 # steps); the exit status is 1 if any step failed or a required step did not pass.
 # Not yet run in this form on a GPU; the budget ends it within about 8.5 minutes (480 s, plus each step's 10-s
 # kill grace and the summary). The earlier form (environment, two test files, throughput, smoke) took 98 s on an H100.
@@ -204,17 +204,17 @@ export -f device_tests
 step pytest 240 bash -c 'set -euo pipefail; device_tests'
 
 # Then the headline performance numbers: the paper-width vision step, the audio step, the per-episode route.
-step paper_width_vision 240 "$PYTHON" benchmarks/paper_width_step.py --device "$DEVICE" ${QUICK[@]+"${QUICK[@]}"} \
+step paper_width_vision 240 "$PYTHON" -m benchmarks.paper_width_step --device "$DEVICE" ${QUICK[@]+"${QUICK[@]}"} \
     --output "$OUT_DIR/paper_width_step.json"
-step paper_width_audio 150 "$PYTHON" benchmarks/paper_width_step.py --modality audio --device "$DEVICE" \
+step paper_width_audio 150 "$PYTHON" -m benchmarks.paper_width_step --modality audio --device "$DEVICE" \
     ${QUICK[@]+"${QUICK[@]}"} --output "$OUT_DIR/paper_width_step_audio.json"
-step audio_fewshot_speed 180 "$PYTHON" benchmarks/audio_fewshot_speed.py --device "$DEVICE" --paper-episodes 25 \
+step audio_fewshot_speed 180 "$PYTHON" -m benchmarks.audio_fewshot_speed --device "$DEVICE" --paper-episodes 25 \
     ${QUICK[@]+"${QUICK[@]}"} --output "$OUT_DIR/audio_fewshot_speed.json"
-step audio_augment 200 "$PYTHON" benchmarks/audio_augment_throughput.py --device "$DEVICE" "${AUGMENT[@]}" \
+step audio_augment 200 "$PYTHON" -m benchmarks.audio_augment_throughput --device "$DEVICE" "${AUGMENT[@]}" \
     --output "$OUT_DIR/audio_augment.json"
 
 if [[ $SMOKE != 1 ]]; then
-    step pretrain_throughput 150 "$PYTHON" benchmarks/pretrain_throughput.py --device cuda --amp bf16 \
+    step pretrain_throughput 150 "$PYTHON" -m benchmarks.pretrain_throughput --device cuda --amp bf16 \
         --workers 2 8 --aug-batches 64 --model-warmup 5 --model-rounds 20 --warmup 10 --steps 60 \
         --output "$OUT_DIR/pretrain_throughput.json"
 
@@ -252,7 +252,7 @@ TOTAL=$(($(date +%s) - STARTED))
 } >"$OUT_DIR/gpu_check.json"
 # Step statuses and the headline numbers of the benchmark steps (from whatever JSON they left) -> summary.json. The
 # summary exits 1 when a step failed or a required step did not pass, and then so does this script.
-if ! "$PYTHON" benchmarks/gpu_check_summary.py "$OUT_DIR"; then
+if ! "$PYTHON" -m benchmarks.gpu_check_summary "$OUT_DIR"; then
     FAILED=1
     cat "$OUT_DIR/gpu_check.json"
 fi

@@ -1,6 +1,6 @@
 """The headline numbers of a ``benchmarks/gpu_check.sh`` run, from whatever JSON its steps left: summary.json.
 
-    python benchmarks/gpu_check_summary.py benchmarks/results/gpu
+    python -m benchmarks.gpu_check_summary benchmarks/results/gpu
 
 Reads ``gpu_check.json`` (step statuses), ``paper_width_step.json``, ``paper_width_step_audio.json``,
 ``audio_fewshot_speed.json`` and ``audio_augment.json`` when present; a missing or unreadable benchmark file is
@@ -9,7 +9,9 @@ listed under ``missing`` instead of failing, so a partial run still gets its sum
 Every step's status is ``ok``, ``failed`` or ``skipped``. A required step (``gpu_check.json``'s ``required``; the
 CUDA test step ``pytest`` when the file does not say) that did not run or did not pass is ``failed``, never
 ``skipped``, and so is every required step when ``gpu_check.json`` itself is missing (the script never got to the
-end). The summary's ``failed`` is true when any step failed, and the command then exits 1.
+end). The summary's ``failed`` is true when any step failed, and the command then exits 1. ``summary.json``
+records the provenance of this process (:func:`benchmarks.provenance.record`) like every results file; each
+benchmark file it reads keeps its own.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+
+from benchmarks.provenance import code_label, record, write_json
 
 #: Required steps when ``gpu_check.json`` does not list them.
 REQUIRED = ("pytest",)
@@ -33,8 +37,10 @@ def paper_width(result: dict) -> dict:
     """Step times, ratio, memory and the hyper step's breakdown (ms) of one ``paper_width_step.py`` report."""
     settings, models = result["settings"], result["models"]
     hyper = result.get("breakdown", {}).get("hyper", {})
+    env = result.get("provenance", {}).get("environment") or result.get("environment", {})  # older files: no provenance
     return {
-        "device": result["environment"].get("gpu", "cpu"), "torch": result["environment"]["torch"],
+        "device": env.get("gpu") or "cpu", "torch": env.get("torch"),
+        "code": code_label(result.get("provenance", {}).get("code")),
         "batch": settings["batch"], "input": settings["input_shape"], "dtype": settings["dtype"],
         "loss": settings["loss"], "plain_ms": models["plain"]["median_step_s"] * 1e3,
         "hyper_ms": models["hyper"]["median_step_s"] * 1e3, "ratio": result["ratio_hyper_over_plain"],
@@ -112,10 +118,12 @@ def summarise(out: Path) -> dict:
     return summary
 
 
-def main() -> int:
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/gpu")
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    started = record()
+    out = Path(argv[0] if argv else "benchmarks/results/gpu")
     summary = summarise(out)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out / "summary.json", summary, started)
     print("\n=== summary")
     for name, step in summary["steps"].items():
         note = f" ({step['reason']})" if step.get("reason") else ""

@@ -20,13 +20,13 @@ at a time, to bound memory. On a shared machine, each
 timed round first waits (up to ``--max-wait-quiet`` s) until the CPU pressure from other processes drops below
 ``--quiet-psi``; the JSON records the pressure and the wait per round. Ratios are against
 torchvision's and the plain model's medians from the same run; the process CPU time of each step (all threads)
-is reported beside the wall time, as it is less sensitive to other processes' load. Goal (issue): Hyper-ResNet
+is reported beside the wall time, as it is less sensitive to other processes' load. Goal: Hyper-ResNet
 step <= 1.3x the plain ResNet at batch 64, 64 px on CPU.
 
-    python benchmarks/hypernet_overhead.py             # batch 64, 64 px, depths 18 and 50, widths 32 8 2
-    python benchmarks/hypernet_overhead.py --quick     # batch 16, depth 18 only, fewer rounds
-    python benchmarks/hypernet_overhead.py --adam fused --output benchmarks/results/hypernet_overhead_fused.json
-    python benchmarks/hypernet_overhead.py --threads 1 --output benchmarks/results/hypernet_overhead_threads1.json
+    python -m benchmarks.hypernet_overhead             # batch 64, 64 px, depths 18 and 50, widths 32 8 2
+    python -m benchmarks.hypernet_overhead --quick     # seconds: batch 4, 32 px, depth 18, width 8, to a temp folder
+    python -m benchmarks.hypernet_overhead --adam fused --output benchmarks/results/hypernet_overhead_fused.json
+    python -m benchmarks.hypernet_overhead --threads 1 --output benchmarks/results/hypernet_overhead_threads1.json
 
 On cores shared with other jobs, 2 torch threads make each step either undisturbed or several times slower
 (OpenMP threads descheduled), so ratios scatter; with ``--threads 1`` the wall-time, min and CPU-time ratios agree.
@@ -39,13 +39,8 @@ in the memory available is skipped and recorded as such rather than risking the 
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
-import json
-import os
-import platform
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,10 +49,9 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from core.backbones.hyper_resnet import HyperResNet  # noqa: E402
-from core.invariance import InvarianceSpace  # noqa: E402
+from benchmarks.provenance import load_1min, output_path, record, write_json
+from core.backbones.hyper_resnet import HyperResNet
+from core.invariance import InvarianceSpace
 
 
 @dataclass
@@ -141,11 +135,11 @@ def run_rounds(entries: list[Entry], warmup: int, rounds: int, args: argparse.Na
             if timed:
                 entry.times.append(seconds)
                 entry.cpu_times.append(cpu_seconds)
-        if timed and hasattr(os, "getloadavg"):
-            load.append(round(os.getloadavg()[0], 2))
+        if timed:
+            load.append(load_1min())
         print(f"    round {r + 1}/{warmup + rounds} ({'timed' if timed else 'warm-up'}) done at "
               f"{time.perf_counter() - began:6.1f} s", flush=True)
-    return {"seconds": round(time.perf_counter() - began, 1), "load_average_1min_per_round": load,
+    return {"seconds": round(time.perf_counter() - began, 1), "load_1min_per_round": load,
             "cpu_pressure_avg10_before_round": pressure, "waited_for_quiet_s": waited}
 
 
@@ -300,7 +294,7 @@ def print_table(depth: int, result: dict) -> None:
               f"{row['cpu_ratio_vs_plain']:>12.2f}x{vs_batch:>9}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=64, help="Images per step.")
     parser.add_argument("--size", type=int, default=64, help="Image side in pixels (imagenet stem).")
@@ -322,36 +316,26 @@ def main() -> None:
     parser.add_argument("--goal", type=float, default=1.3, help="Target ratio of Hyper-ResNet to plain step time.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true",
-                        help="Small fast run: batch 16, depth 18 only, 1 warm-up + 3 timed rounds "
-                             "(writes hypernet_overhead_quick.json unless --output is given).")
+                        help="Smoke run in seconds: batch 4, 32 px, depth 18, generator width 8, 1 warm-up + 2 "
+                             "timed rounds, no waiting for quiet; results to a temporary folder.")
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON path (default benchmarks/results/hypernet_overhead.json).")
-    args = parser.parse_args()
-    results_dir = Path(__file__).parent / "results"
+    args = parser.parse_args(argv)
+    started = record()  # the code as the process starts
     if args.quick:
-        args.batch, args.depths, args.warmup, args.steps, args.steps_deep = 16, [18], 1, 3, 2
-    if args.output is None:
-        args.output = results_dir / ("hypernet_overhead_quick.json" if args.quick else "hypernet_overhead.json")
+        args.batch, args.size, args.depths, args.widths = 4, 32, [18], [8]
+        args.warmup, args.steps, args.steps_deep, args.max_wait_quiet = 1, 2, 2, 0.0
+    args.output = output_path("hypernet_overhead_quick.json" if args.quick else "hypernet_overhead.json",
+                              args.quick, args.output)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
 
     space = InvarianceSpace.from_name("vision_groups")
     report: dict = {
         "benchmark": "hypernet_overhead",
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "machine": {
-            "torch": torch.__version__,
-            "torchvision": torchvision.__version__,
-            "threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-            "machine": platform.machine(),
-            "processor": platform.processor(),
-            "python": platform.python_version(),
-            "load_average_1min_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-            "cpu_pressure_start": cpu_pressure(),
-        },
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        | {"threads": torch.get_num_threads()},
+        "cpu_pressure": {"start": cpu_pressure()},
         "loss": "mean of squared pooled features; Adam(lr) step; zero_grad(set_to_none=True)",
         "space": space.to_dict(),
         "depths": {},
@@ -361,12 +345,11 @@ def main() -> None:
         result = run_depth(depth, args, space)
         report["depths"][str(depth)] = result
         print_table(depth, result)
-    report["machine"]["load_average_1min_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    report["machine"]["cpu_pressure_end"] = cpu_pressure()
+    report["cpu_pressure"]["end"] = cpu_pressure()
     report["total_s"] = round(time.perf_counter() - began, 1)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.output, report, started)
     print(f"\ntotal {report['total_s']} s; wrote {args.output}")
+    return report
 
 
 if __name__ == "__main__":

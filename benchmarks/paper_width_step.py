@@ -35,38 +35,33 @@ Measurements, all in one process:
    CPU) per labelled region (``step/forward``, ``step/backward``, ``step/optimizer`` and ``generate_kernels``, the
    forward of every kernel generator) and the top operators by self time.
 
-    python benchmarks/paper_width_step.py --device cuda          # paper settings: 224 px, batch 256, bf16
-    python benchmarks/paper_width_step.py --device cuda --modality audio   # 128 mels x 157 frames, batch 128
-    python benchmarks/paper_width_step.py --quick                # CPU smoke run in seconds (32 px, batch 4, ...)
+    python -m benchmarks.paper_width_step --device cuda          # paper settings: 224 px, batch 256, bf16
+    python -m benchmarks.paper_width_step --device cuda --modality audio   # 128 mels x 157 frames, batch 128
+    python -m benchmarks.paper_width_step --quick                # CPU smoke run in seconds (32 px, batch 4, ...)
+
+``--quick`` writes to a temporary folder unless ``--output`` is given (``benchmarks/gpu_check.sh`` gives it).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from core.backbones.hyper_resnet import HyperResNet  # noqa: E402
-from core.conditioning.hypernet import HyperConv2d, KernelGenerator  # noqa: E402
-from core.config import OptimConfig  # noqa: E402
-from core.invariance import InvarianceSpace  # noqa: E402
-from core.pretrain.learners import create_learner  # noqa: E402
-from core.pretrain.optim import build_optimizer  # noqa: E402
+from benchmarks.provenance import output_path, record, write_json
+from core.backbones.hyper_resnet import HyperResNet
+from core.conditioning.hypernet import HyperConv2d, KernelGenerator
+from core.config import OptimConfig
+from core.invariance import InvarianceSpace
+from core.pretrain.learners import create_learner
+from core.pretrain.optim import build_optimizer
 
 #: Paper settings per modality: (space, depth, batch, input shape (C, H, W)).
 PRESETS: dict[str, dict] = {
@@ -342,21 +337,15 @@ def profile_steps(model: Model, views: tuple[Tensor, Tensor], args: argparse.Nam
             "self_time_ms_per_step": total / 1e3 / steps}
 
 
-def environment(device: torch.device) -> dict:
-    env = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-           "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-           "cudnn_benchmark": torch.backends.cudnn.benchmark, "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-           "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "machine": platform.machine(),
-           "load_avg_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
+def device_settings(device: torch.device) -> dict:
+    """The backend settings that change step times (the rest of the environment is in ``provenance``)."""
+    out = {"device": str(device), "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available()
+           else None, "cudnn_benchmark": torch.backends.cudnn.benchmark,
+           "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "threads": torch.get_num_threads()}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        env.update({"gpu": torch.cuda.get_device_name(device), "gpu_memory_gb": props.total_memory / 1e9})
-    try:
-        env["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                           cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        env["git_commit"] = None
-    return env
+        out.update({"gpu": torch.cuda.get_device_name(device), "gpu_memory_gb": props.total_memory / 1e9})
+    return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -401,6 +390,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    started = record()  # the code as the process starts
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -429,20 +419,18 @@ def main(argv: list[str] | None = None) -> dict:
     ratio = rows["hyper"]["median_step_s"] / rows["plain"]["median_step_s"]
     result = {
         "benchmark": "paper_width_step",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "environment": environment(device), "settings": {**vars(args), "input_shape": list(shape),
+        "device_settings": device_settings(device), "settings": {**vars(args), "input_shape": list(shape),
                                                          "descriptors": len(space)},
         "models": rows, "ratio_hyper_over_plain": ratio,
         "min_ratio_hyper_over_plain": rows["hyper"]["min_step_s"] / rows["plain"]["min_step_s"],
         "goal": args.goal, "meets_goal": ratio <= args.goal,
     }
     suffix = ("_audio" if args.modality == "audio" else "") + ("_quick" if args.quick else "")
-    output = Path(args.output or Path(__file__).parent / "results" / f"paper_width_step{suffix}.json")
-    output.parent.mkdir(parents=True, exist_ok=True)
+    output = output_path(f"paper_width_step{suffix}.json", args.quick, args.output)
 
     def save() -> None:  # after each part, so that a run stopped by a time limit keeps what it measured
         result["total_s"] = time.perf_counter() - began
-        output.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(output, result, started)
 
     save()
     if args.breakdown_reps:
@@ -462,8 +450,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 def report(result: dict) -> None:
     """Print the step table, the breakdown and the profile's regions and top operators."""
-    env = result["environment"]
-    print(f"\n{env.get('gpu', 'cpu')}, torch {env['torch']}: step time (median of {result['settings']['rounds']})")
+    env = result["device_settings"]
+    print(f"\n{env.get('gpu', 'cpu')}, torch {torch.__version__}: step time (median of {result['settings']['rounds']})")
     print(f"{'model':<7}{'params (M)':>11}{'median ms':>11}{'min ms':>9}{'img/s':>9}{'peak GB':>9}{'alone GB':>9}"
           f"{'optim GB':>9}")
     for name, row in result["models"].items():

@@ -15,42 +15,37 @@ lower or equal cost) is computed for both costs and drawn in ``pareto[_quick].pn
 numbers saved in ``pareto[_quick].json``. One torch thread by default (the cores are shared; wall times are still
 inflated by other jobs, so they are only comparable within a run).
 
-    python benchmarks/pareto.py --checkpoint runs/vision-pretrain
-    python benchmarks/pareto.py            # first pre-trains benchmarks/results/pareto_run (150 steps)
-    python benchmarks/pareto.py --quick    # smoke run: 20 pre-training steps, 200/100 images, 1-2 epochs
-    python benchmarks/pareto.py --replot benchmarks/results/pareto.json   # redraw pareto.png only
+    python -m benchmarks.pareto --checkpoint runs/vision-pretrain
+    python -m benchmarks.pareto            # first makes (or reuses) benchmarks/results/pareto_run (150 steps)
+    python -m benchmarks.pareto --quick    # smoke run in a temporary folder: 3 steps, 100/50 images, 1 epoch
+    python -m benchmarks.pareto --replot benchmarks/results/pareto.json   # redraw pareto.png only
+
+The run is made through :func:`benchmarks.runs.make_or_resume_run` (reused when the same code made it with the same
+settings, moved aside when other code did).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shlex
-import sys
-from datetime import datetime
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-
-from benchmarks.pretrained_run import pretrained_run as make_or_reuse_run  # noqa: E402
-from core.checkpoint import load_checkpoint, load_encoder  # noqa: E402
-from core.downstream import ProbeConfig, grid_refine_probe, invariance_probe  # noqa: E402
-from core.downstream.baselines import finetune, linear_probe  # noqa: E402
-from core.downstream.protocol import ProbeResult  # noqa: E402
-from vision.tasks import load_task  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results"
+from benchmarks.pretrained_run import pretrained_run as make_or_reuse_run
+from benchmarks.pretrained_run import run_folder
+from benchmarks.provenance import output_path, record, write_json
+from core.checkpoint import load_checkpoint, load_encoder
+from core.downstream import ProbeConfig, grid_refine_probe, invariance_probe
+from core.downstream.baselines import finetune, linear_probe
+from core.downstream.protocol import ProbeResult
+from vision.tasks import load_task
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="Pre-training run folder. Default: pre-train a short run "
-                        "into benchmarks/results/pareto_run first (reused when it is already there).")
+                        "into benchmarks/results/pareto_run first (reused when the same code made it).")
     parser.add_argument("--pretrain-steps", type=int, default=150, help="Steps of that run (no --checkpoint).")
     parser.add_argument("--tasks", default="shape,position", help="Comma-separated synthetic tasks.")
     parser.add_argument("--num-train", type=int, default=1000, help="Training images (20%% become validation).")
@@ -62,19 +57,22 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0 keeps torch's default).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of data, split and batch order.")
     parser.add_argument("--replot", type=Path, help="Only redraw the PNG beside this results JSON.")
-    parser.add_argument("--quick", action="store_true", help="Smoke run: 20 pre-training steps, 200/100 images, "
-                        "2 probe epochs, 10 linear epochs, 1 fine-tuning epoch; writes pareto_quick.*.")
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="Smoke run: 3 pre-training steps (batch 16), 100/50 "
+                        "images of one task, 1 probe epoch, 2 linear epochs, 1 fine-tuning epoch; to a temporary "
+                        "folder.")
+    parser.add_argument("--output", type=Path, help="JSON path (default benchmarks/results/pareto.json; the PNG "
+                        "beside it).")
+    args = parser.parse_args(argv)
     if args.quick:
-        args.pretrain_steps, args.num_train, args.num_test = 20, 200, 100
-        args.epochs, args.linear_epochs, args.finetune_epochs = 2, 10, 1
+        args.pretrain_steps, args.num_train, args.num_test, args.tasks = 3, 100, 50, "shape"
+        args.epochs, args.linear_epochs, args.finetune_epochs = 1, 2, 1
     return args
 
 
 def pretrained_run(args: argparse.Namespace) -> dict:
     """``--checkpoint``, or a short ``vision.pretrain`` run made (or reused) here."""
-    run = RESULTS / ("pareto_run_quick" if args.quick else "pareto_run")
-    return make_or_reuse_run(args.checkpoint, run, args.pretrain_steps, ROOT)
+    return make_or_reuse_run(args.checkpoint, run_folder("pareto_run", args.quick),
+                             ["--run.steps", str(args.pretrain_steps)], quick=args.quick)
 
 
 def point(result: ProbeResult) -> dict:
@@ -123,11 +121,12 @@ def plot(results: dict[str, dict], path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> dict | None:
+    args = parse_args(argv)
+    started = record()  # the code as the process starts
     if args.replot is not None:
         plot(json.loads(args.replot.read_text())["results"], args.replot.with_suffix(".png"))
-        return
+        return None
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     run = pretrained_run(args)
@@ -169,15 +168,13 @@ def main() -> None:
         print(f"  front (params): {results[data.name]['front_trained_params']}")
         print(f"  front (time):   {results[data.name]['front_wall_time_s']}")
 
-    stem = "pareto_quick" if args.quick else "pareto"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    plot(results, RESULTS / f"{stem}.png")
-    report = {"command": "python " + shlex.join(sys.argv), "date": datetime.now().isoformat(timespec="seconds"),
-              "machine": platform.platform(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
-              "load_average": os.getloadavg(), "run": run, "args": {k: str(v) for k, v in vars(args).items()},
-              "results": results}
-    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {RESULTS / f'{stem}.json'} and {stem}.png")
+    output = output_path("pareto_quick.json" if args.quick else "pareto.json", args.quick, args.output)
+    report = {"benchmark": "pareto", "threads": torch.get_num_threads(), "run": run,
+              "args": {k: str(v) for k, v in vars(args).items()}, "results": results}
+    write_json(output, report, started)
+    plot(results, output.with_suffix(".png"))
+    print(f"\nwrote {output} and {output.with_suffix('.png').name}")
+    return report
 
 
 if __name__ == "__main__":

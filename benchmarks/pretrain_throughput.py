@@ -26,23 +26,21 @@ compared):
     with the first ``--workers`` value; ``time_ratio_vs_plain`` is plain images/s over the row's images/s with
     the same workers (> 1: slower than plain).
 
-Goal (issue): augmentation is never the bottleneck with 2 workers, i.e. ``data_share`` near 0 (<= ``--goal``).
+Goal: augmentation is never the bottleneck with 2 workers, i.e. ``data_share`` near 0 (<= ``--goal``).
 
-    python benchmarks/pretrain_throughput.py           # ~6-8 min on 2 CPU cores; results/pretrain_throughput.json
-    python benchmarks/pretrain_throughput.py --quick   # ~1-2 min; results/pretrain_throughput_quick.json
-    python benchmarks/pretrain_throughput.py --device cuda --output benchmarks/results/gpu/pretrain_throughput.json
+The end-to-end runs are timings in a temporary folder, not encoders a benchmark evaluates, so they run in this
+process (``vision.pretrain.main``) rather than through :func:`benchmarks.runs.make_or_resume_run`.
+
+    python -m benchmarks.pretrain_throughput           # ~6-8 min on 2 CPU cores; results/pretrain_throughput.json
+    python -m benchmarks.pretrain_throughput --quick   # seconds: batch 16, no workers, to a temporary folder
+    python -m benchmarks.pretrain_throughput --device cuda --output benchmarks/results/gpu/pretrain_throughput.json
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -50,19 +48,18 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, default_collate
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from benchmarks.pretrain_throughput_report import compare_end_to_end, goal_of, print_tables  # noqa: E402
-from core import cli  # noqa: E402
-from core.invariance import InvarianceSpace  # noqa: E402
-from core.pretrain.engine import _worker_init, autocast_dtype, build_optimizer  # noqa: E402
-from core.pretrain.recipe import build_learner  # noqa: E402
-from core.pretrain.sampler import DescriptorBatchSampler  # noqa: E402
-from core.pretrain.step import train_one_step  # noqa: E402
-from vision.augment import BASELINE_DESCRIPTORS, ViewTransform  # noqa: E402
-from vision.data import ContrastiveViews, build_pretrain_dataset  # noqa: E402
-from vision.pretrain import PretrainConfig, backbone_kwargs, build_backbone  # noqa: E402
-from vision.pretrain import main as pretrain_main  # noqa: E402
+from benchmarks.pretrain_throughput_report import compare_end_to_end, goal_of, print_tables
+from benchmarks.provenance import load_1min, output_path, record, write_json
+from core import cli
+from core.invariance import InvarianceSpace
+from core.pretrain.engine import _worker_init, autocast_dtype, build_optimizer
+from core.pretrain.recipe import build_learner
+from core.pretrain.sampler import DescriptorBatchSampler
+from core.pretrain.step import train_one_step
+from vision.augment import BASELINE_DESCRIPTORS, ViewTransform
+from vision.data import ContrastiveViews, build_pretrain_dataset
+from vision.pretrain import PretrainConfig, backbone_kwargs, build_backbone
+from vision.pretrain import main as pretrain_main
 
 #: The model rows: name -> dotted flags on top of the default recipe.
 MODELS = {
@@ -71,23 +68,6 @@ MODELS = {
     "resnet18-plain": ["--model.backbone", "resnet18", "--model.fixed_descriptor", "default"],
 }
 DEFAULT_MODEL, PAPER_MODEL, PLAIN_MODEL = MODELS
-
-
-def load_avg() -> float | None:
-    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
-
-
-def git_commit() -> str | None:
-    """The checkout's commit (with ``-dirty`` when tracked files differ), so results name the code they timed."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return f"{commit}-dirty" if dirty else commit
 
 
 def sync(device: torch.device) -> None:
@@ -289,7 +269,7 @@ def end_to_end_row(args: argparse.Namespace, name: str, num_workers: int, runs_d
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="Where the model runs.")
     parser.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
@@ -312,18 +292,19 @@ def main() -> None:
                         help="Keep the end-to-end run folders here (default: a temporary folder).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true",
-                        help="Fast check: 16 batches in (a), 1+2 rounds in (b), 2+6 steps in (c) "
-                             "(writes pretrain_throughput_quick.json unless --output is given).")
+                        help="Smoke run in seconds: batch 16, workers 0, 4 batches in (a), 1+1 rounds in (b), "
+                             "1+2 steps in (c); results to a temporary folder.")
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON path (default benchmarks/results/pretrain_throughput.json).")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    started = record()  # the code as the process starts
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but CUDA is not available")
     if args.quick:
-        args.aug_batches, args.model_warmup, args.model_rounds, args.warmup, args.steps = 16, 1, 2, 2, 6
-    if args.output is None:
-        name = "pretrain_throughput_quick.json" if args.quick else "pretrain_throughput.json"
-        args.output = Path(__file__).parent / "results" / name
+        args.batch, args.workers, args.aug_batches = 16, [0], 4
+        args.model_warmup, args.model_rounds, args.warmup, args.steps = 1, 1, 1, 2
+    args.output = output_path("pretrain_throughput_quick.json" if args.quick else "pretrain_throughput.json",
+                              args.quick, args.output)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
 
@@ -331,22 +312,11 @@ def main() -> None:
     device = torch.device(args.device)
     report: dict = {
         "benchmark": "pretrain_throughput",
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "git_commit": git_commit(),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "recipe": make_config(args, []).model_dump(),
         "backbone_kwargs": backbone_kwargs(make_config(args, []).model, args.image_size),
-        "machine": {
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-            "machine": platform.machine(),
-            "processor": platform.processor(),
-            "python": platform.python_version(),
-            "load_average_1min_start": load_avg(),
-        },
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
         "notes": "images_per_s counts images; each image gives 2 views (views_per_s = 2 x images_per_s). "
                  "data_share = sum(data_time) / sum(data_time + step_time) over the timed steps.",
     }
@@ -361,12 +331,12 @@ def main() -> None:
             if workers == 0 and torch.get_num_threads() > 1:
                 rows.append(augmentation_row(args, space, 0, threads=1))
                 print(f"  num_workers=0, 1 thread: {rows[-1]['views_per_s']:.0f} views/s", flush=True)
-        report["augmentation"] = {"rows": rows, "load_average_1min": load_avg()}
+        report["augmentation"] = {"rows": rows, "load_1min": load_1min()}
 
     if "model" not in args.skip:
         print(f"(b) model only: {args.model_warmup} warm-up + {args.model_rounds} timed rounds", flush=True)
         report["model"] = model_rows(args, space)
-        report["model"]["load_average_1min"] = load_avg()
+        report["model"]["load_1min"] = load_1min()
 
     if "end_to_end" not in args.skip:
         print(f"(c) end to end: {args.warmup} warm-up + {args.steps} timed steps per row", flush=True)
@@ -379,17 +349,16 @@ def main() -> None:
                 print(f"--- {name}, num_workers={workers}", flush=True)
                 rows.append(end_to_end_row(args, name, workers, runs_dir))
         compare_end_to_end(rows, report.get("model", {}).get("rows", {}), PLAIN_MODEL)
-        report["end_to_end"] = {"rows": rows, "load_average_1min": load_avg()}
+        report["end_to_end"] = {"rows": rows, "load_1min": load_1min()}
         goal = goal_of(rows, DEFAULT_MODEL, args.goal)
         if goal is not None:
             report["goal"] = goal
 
-    report["machine"]["load_average_1min_end"] = load_avg()
     report["total_s"] = round(time.perf_counter() - began, 1)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.output, report, started)
     print_tables(report)
     print(f"\ntotal {report['total_s']} s; wrote {args.output}")
+    return report
 
 
 if __name__ == "__main__":

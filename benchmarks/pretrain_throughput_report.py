@@ -1,4 +1,4 @@
-"""The report of ``benchmarks/pretrain_throughput.py``: end-to-end rows compared, the goal, the printed tables.
+"""The report of ``python -m benchmarks.pretrain_throughput``: end-to-end rows compared, the goal, the printed tables.
 
 Kept apart from the measurements so that the script reads as what it times; nothing here runs a model.
 """

@@ -1,45 +1,46 @@
-"""The pre-trained encoder a benchmark evaluates: ``--checkpoint``, or a ``vision.pretrain`` run made or reused.
+"""The pre-trained encoder a benchmark evaluates: ``--checkpoint`` as given, or a run made or resumed for it.
 
-Shared by the benchmark scripts (``pareto.py``, ``probe_cost.py``) so that each records how its encoder was made.
+Shared by the benchmarks that evaluate one vision encoder (``pareto``, ``probe_cost``, ``probe_convergence``,
+``suite_synthetic``) so that each records how its encoder was made. A run the benchmark makes goes through
+:func:`benchmarks.runs.make_or_resume_run` (``python -m vision.pretrain``): reused when it holds a finished run of
+the same code and configuration, moved aside when other code made it, refused when its configuration differs.
 """
 
 from __future__ import annotations
 
-import shlex
-import subprocess
-import sys
-import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from core.checkpoint import load_checkpoint
+from benchmarks.provenance import output_path
+from benchmarks.runs import describe_run, make_or_resume_run
+
+#: Flags that cut a ``--quick`` benchmark's run to seconds: a small synthetic set and a small batch.
+QUICK_FLAGS = ("--data.synthetic_size", "64", "--run.batch_size", "16")
 
 
-def pretrained_run(checkpoint: str | Path | None, run: Path, steps: int, root: Path) -> dict:
-    """``checkpoint`` as given, else a ``vision.pretrain`` run of ``steps`` steps in ``run`` (reused if present).
+def run_folder(name: str, quick: bool) -> Path:
+    """``benchmarks/results/NAME`` (the committed results' runs), or ``NAME`` in the ``--quick`` temporary folder."""
+    return output_path(name, quick)
+
+
+def pretrained_run(checkpoint: str | Path | None, folder: Path, flags: Sequence[str], *,
+                   entry: str = "vision.pretrain", quick: bool = False) -> dict:
+    """``checkpoint`` as given, else the run ``python -m ENTRY --run.output FOLDER FLAGS`` made, resumed or reused.
 
     Args:
-        checkpoint: A run folder to evaluate as is; ``None`` makes (or reuses) ``run``.
-        run: Folder of the benchmark's own run, inside ``root``.
-        steps: Pre-training steps of that run; a reused run must have exactly these.
-        root: Repository root (the command runs there and paths are recorded relative to it).
+        checkpoint: A run folder to evaluate as is; ``None`` makes (or reuses) ``folder``.
+        folder: Folder of the benchmark's own run.
+        flags: The entry point's flags (steps, batch, seed, model, ...); ``--run.progress false`` is added.
+        entry: ``vision.pretrain`` or ``audio.pretrain``.
+        quick: Add :data:`QUICK_FLAGS` (a ``--quick`` benchmark's run).
 
     Returns:
-        ``{"path", "pretrained_by_benchmark"}``, plus ``"pretrain_command"``, ``"reused"`` and the pre-training
-        wall time when the benchmark made the run.
+        :func:`benchmarks.runs.describe_run` of ``checkpoint``, or :func:`benchmarks.runs.make_or_resume_run`'s
+        record (``path``, ``command``, ``code``, ``step``, ``reused``, ...).
     """
     if checkpoint is not None:
-        return {"path": str(checkpoint), "pretrained_by_benchmark": False}
-    command = [sys.executable, "-m", "vision.pretrain", "--run.output", str(run.relative_to(root)),
-               "--run.steps", str(steps), "--run.progress", "false"]
-    shown = "python " + shlex.join(command[1:])
-    info = {"path": str(run.relative_to(root)), "pretrained_by_benchmark": True, "pretrain_command": shown}
-    if (run / "checkpoint.pt").is_file():
-        step = load_checkpoint(run).get("step")
-        if step != steps:
-            raise SystemExit(f"{run} holds a run of {step} steps, not {steps}: delete it first.")
-        print(f"reusing {run} (made by: {shown}); delete it to pre-train afresh after code changes")
-        return info | {"reused": True}
-    print(f"no --checkpoint: pre-training first: {shown}")
-    began = time.perf_counter()
-    subprocess.run(command, cwd=root, check=True)
-    return info | {"reused": False, "pretrain_wall_time_s": round(time.perf_counter() - began, 1)}
+        return describe_run(checkpoint)
+    return make_or_resume_run(entry, ["--run.progress", "false", *(QUICK_FLAGS if quick else ()), *flags], folder)
+
+
+__all__ = ["QUICK_FLAGS", "pretrained_run", "run_folder"]

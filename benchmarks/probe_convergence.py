@@ -2,7 +2,7 @@
 
 The paper's downstream method learns a linear head and ``i = sigmoid(θ)`` by gradient from i = 0.5 on a frozen
 encoder (:func:`core.downstream.probe.invariance_probe`). This benchmark pre-trains (or reuses, ``--checkpoint``)
-an amortised Hyper-ResNet18 on the synthetic data the way ``benchmarks/quality.py`` does, then on each synthetic
+an amortised Hyper-ResNet18 on the synthetic data the way ``benchmarks.quality`` does, then on each synthetic
 task (shape, colour, position, mirror):
 
 - runs the gradient route **alone, from i = 0.5, with the probe's defaults** and records, per epoch, the
@@ -20,32 +20,28 @@ task (shape, colour, position, mirror):
 Writes ``results/probe_convergence.json`` and ``results/probe_convergence.png`` (``_quick`` for ``--quick``) and
 prints a table.
 
-    python benchmarks/probe_convergence.py --checkpoint runs/probe_convergence/amortised
-    python benchmarks/probe_convergence.py            # pre-trains runs/probe_convergence/amortised first (600 steps)
-    python benchmarks/probe_convergence.py --quick    # smoke run: 20 pre-training steps, 300/150 images, 2 epochs
+    python -m benchmarks.probe_convergence --checkpoint runs/probe_convergence/amortised
+    python -m benchmarks.probe_convergence            # makes (or reuses) runs/probe_convergence/amortised (600 steps)
+    python -m benchmarks.probe_convergence --quick    # smoke run in a temporary folder: 3 steps, one task, 1 epoch
+
+The run is made through :func:`benchmarks.runs.make_or_resume_run` (reused when the same code made it with the same
+settings, moved aside when other code did).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shlex
-import subprocess
-import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-
-from core.checkpoint import load_checkpoint, load_encoder  # noqa: E402
-from core.downstream import (  # noqa: E402
+from benchmarks.pretrained_run import pretrained_run as make_or_reuse_run
+from benchmarks.provenance import output_path, record, write_json
+from core.checkpoint import load_checkpoint, load_encoder
+from core.downstream import (
     ProbeConfig,
     ProbeResult,
     TaskData,
@@ -53,22 +49,22 @@ from core.downstream import (  # noqa: E402
     grid_refine_probe,
     invariance_probe,
 )
-from core.downstream.bootstrap import paired_bootstrap_ci  # noqa: E402
-from core.downstream.protocol import build_setup  # noqa: E402
-from core.downstream.ridge import RIDGE_LAMS, select_ridge  # noqa: E402
-from core.downstream.task import PROBE_EPOCHS  # noqa: E402
-from vision.tasks import load_task  # noqa: E402
+from core.downstream.bootstrap import paired_bootstrap_ci
+from core.downstream.protocol import build_setup
+from core.downstream.ridge import RIDGE_LAMS, select_ridge
+from core.downstream.task import PROBE_EPOCHS
+from vision.tasks import load_task
 
 TASKS = ("shape", "color", "position", "mirror")
-RESULTS = Path(__file__).parent / "results"
-# grid + refine as benchmarks/quality.py runs it (the descriptors of its table)
+ROOT = Path(__file__).resolve().parents[1]
+# grid + refine as benchmarks.quality runs it (the descriptors of its table)
 GRID_REFINE = {"refine_epochs": 3, "lrs": (1e-3,), "weight_decays": (0.0,), "invariance_lr": 0.05}
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="Pre-training run folder to reuse (default: pre-train "
-                        "runs/probe_convergence/amortised, or reuse it when it holds a finished run).")
+                        "runs/probe_convergence/amortised, or reuse it when the same code made it).")
     parser.add_argument("--steps", type=int, default=600, help="Pre-training steps (no --checkpoint).")
     parser.add_argument("--batch-size", type=int, default=128, help="Pre-training batch (no --checkpoint).")
     parser.add_argument("--tasks", default=",".join(TASKS), help="Comma-separated synthetic tasks.")
@@ -79,37 +75,27 @@ def parse_args() -> argparse.Namespace:
                         "order (the data and the encoder stay fixed).")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0 keeps torch's default).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of pre-training and of the task images.")
-    parser.add_argument("--quick", action="store_true", help="Smoke run: 20 pre-training steps, 300/150 images, "
-                        "2 epochs; writes probe_convergence_quick.*")
+    parser.add_argument("--quick", action="store_true", help="Smoke run: 3 pre-training steps (batch 16), one "
+                        "task, 200/100 images, 1 epoch; to a temporary folder.")
     parser.add_argument("--output", type=Path, help="JSON path (default results/probe_convergence[_quick].json).")
     parser.add_argument("--merge", type=Path, nargs="+", help="Only merge these JSON files (e.g. one per task, run "
                         "in parallel) into --output, print the table and plot; nothing is run.")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
-        args.steps, args.num_train, args.num_test, args.epochs = 20, 300, 150, 2
-    args.output = args.output or RESULTS / ("probe_convergence_quick.json" if args.quick else "probe_convergence.json")
+        args.steps, args.num_train, args.num_test, args.epochs, args.tasks = 3, 200, 100, 1, "color"
+    args.output = output_path("probe_convergence_quick.json" if args.quick else "probe_convergence.json",
+                              args.quick, args.output)
     return args
 
 
 def pretrained_run(args: argparse.Namespace) -> dict:
-    """``--checkpoint``, or the amortised recipe of ``benchmarks/quality.py`` pre-trained (or reused) here."""
-    if args.checkpoint is not None:
-        state = load_checkpoint(args.checkpoint)
-        return {"path": str(args.checkpoint), "pretrained_by_benchmark": False, "step": state.get("step")}
-    folder = ROOT / "runs" / ("probe_convergence_quick" if args.quick else "probe_convergence") / "amortised"
-    command = [sys.executable, "-m", "vision.pretrain", "--run.output", str(folder.relative_to(ROOT)),
-               "--run.steps", str(args.steps), "--run.batch_size", str(args.batch_size),
-               "--run.seed", str(args.seed), "--run.progress", "false"]
-    shown = "python " + shlex.join(command[1:])
-    info = {"path": str(folder.relative_to(ROOT)), "pretrained_by_benchmark": True, "command": shown,
-            "step": args.steps}
-    if (folder / "checkpoint.pt").is_file() and load_checkpoint(folder).get("step") == args.steps:
-        print(f"reusing {folder} (delete it to pre-train afresh after code changes)", flush=True)
-        return info | {"reused": True}
-    print(f"pre-training: {shown}", flush=True)
-    began = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, check=True)
-    return info | {"reused": False, "wall_time_s": round(time.perf_counter() - began, 1)}
+    """``--checkpoint``, or the amortised recipe of ``benchmarks.quality`` made (or reused) here."""
+    runs = output_path("probe_convergence", True) if args.quick else ROOT / "runs" / "probe_convergence"
+    folder = runs / "amortised"
+    flags = ["--run.steps", str(args.steps), "--run.seed", str(args.seed)]
+    if not args.quick:
+        flags += ["--run.batch_size", str(args.batch_size)]
+    return make_or_reuse_run(args.checkpoint, folder, flags, quick=args.quick)
 
 
 def test_outputs(encoder: nn.Module, data: TaskData, result: ProbeResult) -> torch.Tensor:
@@ -267,27 +253,30 @@ def print_table(report: dict) -> None:
                   f"{str(entry['direction_agrees']):>5}  {quant}")
 
 
-def merge(args: argparse.Namespace) -> None:
+def merge(args: argparse.Namespace, started: dict) -> None:
     """One report from several (same checkpoint and settings, different tasks or seeds)."""
     parts = [json.loads(path.read_text()) for path in args.merge]
-    report = parts[0] | {"merged_from": [str(p) for p in args.merge], "commands": [p["command"] for p in parts],
+    report = parts[0] | {"merged_from": [str(p) for p in args.merge],
+                         "merged_provenance": [p.get("provenance") for p in parts],
                          "total_wall_time_s": max(p["total_wall_time_s"] for p in parts)}
+    report.pop("provenance", None)
     report["tasks"] = {}
     for part in parts:
         for task, per_seed in part["tasks"].items():
             report["tasks"].setdefault(task, {}).update(per_seed)
     report["probe_seeds"] = sorted({int(s) for p in parts for s in p["probe_seeds"]})
     print_table(report)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.output, report, started)
     plot(report, args.output.with_suffix(".png"))
     print(f"wrote {args.output} and {args.output.with_suffix('.png')}")
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> dict | None:
+    args = parse_args(argv)
+    started = record()  # the code as the process starts
     if args.merge:
-        merge(args)
-        return
+        merge(args, started)
+        return None
     if args.threads:
         torch.set_num_threads(args.threads)
     began = time.perf_counter()
@@ -299,13 +288,8 @@ def main() -> None:
     image_size = int(load_checkpoint(folder)["config"]["data"]["image_size"])
     report: dict = {
         "benchmark": "probe_convergence",
-        "date": datetime.now().isoformat(timespec="seconds"),
-        "command": "python " + shlex.join(["benchmarks/probe_convergence.py", *sys.argv[1:]]),
-        "git_commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                     text=True, check=False).stdout.strip() or None,
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-                        "machine": platform.machine(), "load_average_start": os.getloadavg()},
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        | {"threads": torch.get_num_threads()},
         "run": run, "space": list(encoder.space.names), "probe_seeds": seeds, "grid_refine_settings": GRID_REFINE,
         "tasks": {},
     }
@@ -323,13 +307,12 @@ def main() -> None:
             print(f"{task} seed {seed}: gradient {g['score']:.3f} at {g['descriptor']} | grid + refine "
                   f"{r['score']:.3f} at {r['descriptor']} ({time.perf_counter() - started:.0f} s)", flush=True)
     report["total_wall_time_s"] = time.perf_counter() - began
-    report["environment"]["load_average_end"] = os.getloadavg()
     print_table(report)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.output, report, started)
     figure = args.output.with_suffix(".png")
     plot(report, figure)
     print(f"wrote {args.output} and {figure} ({report['total_wall_time_s']:.0f} s)")
+    return report
 
 
 if __name__ == "__main__":

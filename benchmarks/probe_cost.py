@@ -22,34 +22,29 @@ Then the few-shot speed: 10,000 5-way 1-shot episodes (15 queries) of :func:`cor
 with the ridge classifier, on features of the shape task's images (train + test) cached once by
 :func:`core.downstream.features.extract_features` (``benchmarks/fewshot_speed.py`` does the same on random features).
 
-    python benchmarks/probe_cost.py --checkpoint runs/vision-pretrain   # writes benchmarks/results/probe_cost.json
-    python benchmarks/probe_cost.py          # first pre-trains benchmarks/results/probe_cost_run (150 steps)
-    python benchmarks/probe_cost.py --quick  # smoke run (tiny data, 20 pre-training steps): probe_cost_quick.json
+    python -m benchmarks.probe_cost --checkpoint runs/vision-pretrain   # writes benchmarks/results/probe_cost.json
+    python -m benchmarks.probe_cost          # first makes (or reuses) benchmarks/results/probe_cost_run (150 steps)
+    python -m benchmarks.probe_cost --quick  # smoke run in a temporary folder (tiny data, 3 pre-training steps)
+
+The run is made through :func:`benchmarks.runs.make_or_resume_run` (reused when the same code made it with the same
+settings, moved aside when other code did).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
-import platform
-import shlex
-import subprocess
-import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-
-from benchmarks.pretrained_run import pretrained_run as make_or_reuse_run  # noqa: E402
-from core.checkpoint import load_checkpoint, load_encoder  # noqa: E402
-from core.downstream import (  # noqa: E402
+from benchmarks.pretrained_run import pretrained_run as make_or_reuse_run
+from benchmarks.pretrained_run import run_folder
+from benchmarks.provenance import load_1min, output_path, write_json
+from benchmarks.provenance import record as record_provenance
+from core.checkpoint import load_checkpoint, load_encoder
+from core.downstream import (
     ProbeConfig,
     ProbeResult,
     TaskData,
@@ -57,20 +52,19 @@ from core.downstream import (  # noqa: E402
     grid_refine_probe,
     invariance_probe,
 )
-from core.downstream.baselines import finetune, linear_probe  # noqa: E402
-from core.downstream.fewshot import evaluate_episodes  # noqa: E402
-from core.downstream.metrics import compute_metric  # noqa: E402
-from vision.tasks import load_task  # noqa: E402
+from core.downstream.baselines import finetune, linear_probe
+from core.downstream.fewshot import evaluate_episodes
+from core.downstream.metrics import compute_metric
+from vision.tasks import load_task
 
 TASKS = ("synthetic:shape", "synthetic:color", "synthetic:position", "synthetic:mirror")
 METHODS = ("linear", "gradient", "grid_refine", "finetune", "finetune_budget")
-RESULTS = Path(__file__).parent / "results"
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="Pre-training run folder. Default: pre-train a short run "
-                        "into benchmarks/results/probe_cost_run first (reused when it is already there).")
+                        "into benchmarks/results/probe_cost_run first (reused when the same code made it).")
     parser.add_argument("--pretrain-steps", type=int, default=150, help="Steps of that run (no --checkpoint).")
     parser.add_argument("--tasks", default=",".join(TASKS), help="Comma-separated synthetic tasks.")
     parser.add_argument("--num-train", type=int, default=1000, help="Training images (20%% become validation).")
@@ -91,32 +85,22 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0 keeps torch's default); one "
                         "thread makes process CPU time a load-independent measure of work.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the data, split, batch order and episodes.")
-    parser.add_argument("--quick", action="store_true", help="Smoke run: 200/100 images, 2 epochs, 1,000 "
-                        "episodes, one repeat, 20 pre-training steps; writes probe_cost_quick.json.")
+    parser.add_argument("--quick", action="store_true", help="Smoke run: one task, 200/100 images, 1 epoch, 200 "
+                        "episodes, one repeat, 3 pre-training steps (batch 16); to a temporary folder.")
     parser.add_argument("--output", type=Path, help="JSON path (default results/probe_cost[_quick].json).")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
-        args.num_train, args.num_test, args.epochs, args.linear_epochs = 200, 100, 2, 10
-        args.finetune_epochs, args.episodes, args.bootstrap, args.pretrain_steps = 1, 1000, 200, 20
-        args.repeats = 1
-    args.output = args.output or RESULTS / ("probe_cost_quick.json" if args.quick else "probe_cost.json")
+        args.num_train, args.num_test, args.epochs, args.linear_epochs = 200, 100, 1, 2
+        args.finetune_epochs, args.episodes, args.bootstrap, args.pretrain_steps = 1, 200, 100, 3
+        args.repeats, args.tasks = 1, "synthetic:shape"
+    args.output = output_path("probe_cost_quick.json" if args.quick else "probe_cost.json", args.quick, args.output)
     return args
 
 
 def pretrained_run(args: argparse.Namespace) -> dict:
     """``--checkpoint``, or a short ``vision.pretrain`` run made (or reused) here."""
-    run = RESULTS / ("probe_cost_run_quick" if args.quick else "probe_cost_run")
-    return make_or_reuse_run(args.checkpoint, run, args.pretrain_steps, ROOT)
-
-
-def git_state() -> dict:
-    """The checkout's commit and whether tracked files differ from it (the code that made these numbers)."""
-    def git(*command: str) -> str:
-        done = subprocess.run(["git", *command], cwd=ROOT, capture_output=True, text=True, check=False)
-        return done.stdout.strip()
-
-    return {"git_commit": git("rev-parse", "--short", "HEAD") or None,
-            "git_dirty_files": git("status", "--porcelain", "--untracked-files=no").splitlines()}
+    return make_or_reuse_run(args.checkpoint, run_folder("probe_cost_run", args.quick),
+                             ["--run.steps", str(args.pretrain_steps)], quick=args.quick)
 
 
 def summary(result: ProbeResult) -> dict:
@@ -198,7 +182,7 @@ def run_task(encoder: torch.nn.Module, image_size: int, task: str, args: argpars
         nonlocal same_scores
         times[name].append(result.wall_time_s)
         cpu[name].append(cpu_s)
-        load[name].append(os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan)  # flags contention
+        load[name].append(load_1min())  # flags contention
         same_scores &= name not in results or result.score == results[name].score
         results.setdefault(name, result)
         print(f"{task}: {name:<16} {result.wall_time_s:7.1f} s wall {cpu_s:7.1f} s CPU", flush=True)
@@ -282,8 +266,9 @@ def print_tables(report: dict) -> None:
           f"accuracy {f['accuracy']:.4f} ± {f['ci95']:.4f}; feature extraction {f['extract_features_s']:.1f} s")
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    started = record_provenance()  # the code as the process starts
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     began = time.perf_counter()
@@ -296,14 +281,9 @@ def main() -> None:
     measure_began = time.perf_counter()
     report: dict = {
         "benchmark": "probe_cost",
-        "date": datetime.now().isoformat(timespec="seconds"),
-        "command": "python " + shlex.join(["benchmarks/probe_cost.py", *sys.argv[1:]]),
-        **git_state(),
         "checkpoint": checkpoint,
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-                        "machine": platform.machine(), "processor": platform.processor(),
-                        "load_average_1min_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
+        "threads": torch.get_num_threads(),
         "tasks": {},
     }
     for task in args.tasks.split(","):
@@ -313,9 +293,9 @@ def main() -> None:
     report["total_wall_time_s"] = time.perf_counter() - began
     print_tables(report)
     print(f"\nmeasured in {report['measure_wall_time_s']:.0f} s ({report['total_wall_time_s']:.0f} s in all)")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.output, report, started)
     print(f"wrote {args.output}")
+    return report
 
 
 if __name__ == "__main__":

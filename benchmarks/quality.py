@@ -1,11 +1,12 @@
 """Quality on the embedded synthetic tasks: one amortised encoder against plain encoders, each pre-trained here.
 
-The question of SPEC §9: plain SimCLR with one fixed augmentation recipe serves some tasks and hurts others
+The question: plain SimCLR with one fixed augmentation recipe serves some tasks and hurts others
 (shape wants both invariances, colour wants appearance sensitivity, position wants crop sensitivity, mirror wants
 flip sensitivity). Does one amortised Hyper-ResNet, dialled per task, match the best plain recipe on every task?
 
-Runs, all ``python -m vision.pretrain`` with the same steps, batch and seed (folders under
-``benchmarks/results/quality_runs/``, reused when they hold a run of the requested steps):
+Runs, all ``python -m vision.pretrain`` with the same steps, batch and seed, made through
+:func:`benchmarks.runs.make_or_resume_run` (folders under ``benchmarks/results/quality_runs/``, reused when the same
+code made them with the same settings, moved aside when other code did):
 
 - ``amortised``: the default recipe (Hyper-ResNet18, descriptors of the groups space sampled per step);
 - ``plain_default`` / ``plain_spatial`` / ``plain_appearance``: the plain ResNet18 with the same layers, trained
@@ -30,34 +31,27 @@ descriptor could reach.
 Also reported: each run's final contrastive loss (mean of the logged losses over the last fifth of the run, per
 descriptor for the amortised run), which shows the colour shortcut of appearance-free views.
 
-    python benchmarks/quality.py               # 600 steps per run (about 25 min of pre-training on 2 cores)
-    python benchmarks/quality.py --quick       # smoke run: 20 steps, 300/150 images -> quality_quick.json
+    python -m benchmarks.quality               # 600 steps per run (about 25 min of pre-training on 2 cores)
+    python -m benchmarks.quality --quick       # smoke run in a temporary folder: 2 runs of 3 steps, 200/100 images
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shlex
-import subprocess
-import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-
-from benchmarks.invariance.scores import readout  # noqa: E402  (the same readout as the invariance benchmark)
-from core.checkpoint import load_checkpoint, load_encoder  # noqa: E402
-from core.downstream import ProbeConfig, TaskData, extract_features, grid_refine_probe, invariance_probe  # noqa: E402
-from core.downstream.task import PROBE_EPOCHS  # noqa: E402
-from vision.tasks import load_task  # noqa: E402
+from benchmarks.invariance.scores import readout  # the same readout as the invariance benchmark
+from benchmarks.pretrained_run import pretrained_run, run_folder
+from benchmarks.provenance import output_path, record, write_json
+from core.checkpoint import load_checkpoint, load_encoder
+from core.downstream import ProbeConfig, TaskData, extract_features, grid_refine_probe, invariance_probe
+from core.downstream.task import PROBE_EPOCHS
+from vision.tasks import load_task
 
 TASKS = ("shape", "color", "position", "mirror")
 CORNERS = {"both": (1.0, 1.0), "spatial only": (1.0, 0.0), "appearance only": (0.0, 1.0), "none": (0.0, 0.0)}
@@ -71,10 +65,9 @@ RUNS = {  # name -> (extra pre-training flags, steps as a multiple of --steps)
 }
 DEFAULT_RUNS = ("amortised", "plain_default", "plain_spatial", "plain_appearance")
 PLAIN_DESCRIPTOR = {"plain_default": "both", "plain_spatial": "spatial only", "plain_appearance": "appearance only"}
-RESULTS = Path(__file__).parent / "results"
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=600, help="Pre-training steps of every run.")
     parser.add_argument("--batch-size", type=int, default=128, help="Pre-training batch.")
@@ -85,33 +78,26 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--probe-epochs", type=int, default=PROBE_EPOCHS, help="Epochs of the gradient route "
                         "(invariance_probe; its default).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of pre-training, data and splits.")
-    parser.add_argument("--quick", action="store_true", help="Smoke run: 20 steps, 300/150 images, 1 refine epoch, "
-                        "2 gradient epochs.")
+    parser.add_argument("--quick", action="store_true", help="Smoke run: the amortised and the plain_default runs, "
+                        "3 steps (batch 16), 200/100 images, 1 refine epoch, 1 gradient epoch; to a temporary folder.")
     parser.add_argument("--output", type=Path, help="JSON path (default results/quality[_quick].json).")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
-        args.steps, args.num_train, args.num_test, args.refine_epochs, args.probe_epochs = 20, 300, 150, 1, 2
-    args.output = args.output or RESULTS / ("quality_quick.json" if args.quick else "quality.json")
+        args.steps, args.num_train, args.num_test, args.refine_epochs, args.probe_epochs = 3, 200, 100, 1, 1
+        args.runs = "amortised,plain_default"
+    args.output = output_path("quality_quick.json" if args.quick else "quality.json", args.quick, args.output)
     return args
 
 
 def pretrain(name: str, args: argparse.Namespace) -> dict:
-    """Pre-train run ``name`` (or reuse it when its folder holds a finished run of its steps)."""
-    folder = RESULTS / ("quality_runs_quick" if args.quick else "quality_runs") / name
+    """Run ``name`` made, resumed or reused through :func:`benchmarks.runs.make_or_resume_run`."""
     flags, factor = RUNS[name]
     steps = args.steps * factor
-    command = [sys.executable, "-m", "vision.pretrain", "--run.output", str(folder.relative_to(ROOT)),
-               "--run.steps", str(steps), "--run.batch_size", str(args.batch_size),
-               "--run.seed", str(args.seed), "--run.progress", "false", *flags]
-    shown = "python " + shlex.join(command[1:])
-    info = {"path": str(folder.relative_to(ROOT)), "command": shown, "steps": steps}
-    if (folder / "checkpoint.pt").is_file() and load_checkpoint(folder).get("step") == steps:
-        print(f"{name}: reusing {folder} (delete it to pre-train afresh after code changes)", flush=True)
-        return info | {"reused": True}
-    print(f"{name}: {shown}", flush=True)
-    began = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, check=True)
-    return info | {"reused": False, "wall_time_s": round(time.perf_counter() - began, 1)}
+    common = ["--run.steps", str(steps), "--run.seed", str(args.seed)]
+    if not args.quick:  # --quick's batch is QUICK_FLAGS'
+        common += ["--run.batch_size", str(args.batch_size)]
+    print(f"{name}: {steps} steps", flush=True)
+    return pretrained_run(None, run_folder("quality_runs", args.quick) / name, [*common, *flags], quick=args.quick)
 
 
 def final_losses(folder: Path, fraction: float = 0.2) -> dict[str, float]:
@@ -186,8 +172,9 @@ def print_table(report: dict) -> None:
                                        for run, losses in report["losses"].items()))
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    started = record()  # the code as the process starts
     began = time.perf_counter()
     torch.manual_seed(args.seed)
     runs = [r for r in args.runs.split(",") if r]
@@ -196,19 +183,14 @@ def main() -> None:
         raise SystemExit(f"unknown runs {unknown}; expected some of {list(RUNS)}")
     report: dict = {
         "benchmark": "quality",
-        "date": datetime.now().isoformat(timespec="seconds"),
-        "command": "python " + shlex.join(["benchmarks/quality.py", *sys.argv[1:]]),
-        "git_commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                     text=True, check=False).stdout.strip() or None,
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-                        "machine": platform.machine()},
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        | {"threads": torch.get_num_threads()},
         "runs": {name: pretrain(name, args) for name in runs},
         "losses": {}, "scores": {},
     }
     tasks = None
     for name, info in report["runs"].items():
-        folder = ROOT / info["path"]
+        folder = Path(info["path"])
         report["losses"][name] = final_losses(folder)
         encoder = load_encoder(folder)
         if tasks is None:
@@ -219,9 +201,9 @@ def main() -> None:
         report["scores"][name] = evaluate(encoder, tasks, args)
     report["total_wall_time_s"] = time.perf_counter() - began
     print_table(report)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.output, report, started)
     print(f"wrote {args.output} ({report['total_wall_time_s']:.0f} s)")
+    return report
 
 
 if __name__ == "__main__":

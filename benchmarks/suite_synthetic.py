@@ -7,11 +7,14 @@
    classes, no download) written as a one-folder-per-class tree, then ``python -m vision.evaluate --task
    imagefolder:DIR`` (invariance probe) and ``python -m vision.measure --images DIR --sweep deterministic``.
 
-Outputs under ``benchmarks/results/suite_synthetic[_quick]/`` (the suite's JSON and ``suite.md``, the digits
-report, the measurement table); the summary in ``benchmarks/results/suite_synthetic[_quick].json``.
+Outputs under ``benchmarks/results/suite_synthetic/`` (the suite's JSON and ``suite.md``, the digits report, the
+measurement table); the summary in ``benchmarks/results/suite_synthetic.json``. Without ``--checkpoint`` the
+encoder is ``benchmarks.pareto``'s run (``benchmarks/results/pareto_run``, 150 steps), made or reused through
+:func:`benchmarks.runs.make_or_resume_run`.
 
-    python benchmarks/suite_synthetic.py --checkpoint runs/vision-pretrain
-    python benchmarks/suite_synthetic.py --quick     # reuses benchmarks/results/pareto_run_quick, small settings
+    python -m benchmarks.suite_synthetic --checkpoint runs/vision-pretrain
+    python -m benchmarks.suite_synthetic             # evaluates (or first makes) benchmarks/results/pareto_run
+    python -m benchmarks.suite_synthetic --quick     # a 3-step run, small settings, all in a temporary folder
 """
 
 from __future__ import annotations
@@ -27,12 +30,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from benchmarks.pretrained_run import pretrained_run, run_folder
+from benchmarks.provenance import output_path, record, write_json
+from vision.data import READERS
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-
-from vision.data import READERS  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 def write_digits(folder: Path) -> int:
@@ -54,19 +56,29 @@ def run(command: list[str]) -> float:
     return round(time.perf_counter() - began, 1)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, help="Pre-training run (default: benchmarks/results/pareto_run"
-                        "[_quick], made by benchmarks/pareto.py).")
-    parser.add_argument("--quick", action="store_true", help="300/150 images, 2 probe epochs, 200 episodes.")
-    args = parser.parse_args()
+    parser.add_argument("--checkpoint", type=Path, help="Pre-training run (default: benchmarks/results/pareto_run, "
+                        "benchmarks.pareto's run, made or reused here).")
+    parser.add_argument("--pretrain-steps", type=int, default=150, help="Steps of that run (no --checkpoint).")
+    parser.add_argument("--quick", action="store_true", help="A 3-step run (batch 16), 100/50 images, 1 probe "
+                        "epoch, 100 measured images; to a temporary folder.")
+    parser.add_argument("--output", type=Path, help="Summary JSON (default benchmarks/results/suite_synthetic.json; "
+                        "the outputs in the folder of the same name).")
+    args = parser.parse_args(argv)
+    started = record()  # the code as the process starts
     stem = "suite_synthetic_quick" if args.quick else "suite_synthetic"
-    checkpoint = args.checkpoint or RESULTS / ("pareto_run_quick" if args.quick else "pareto_run")
-    out = RESULTS / stem
+    if args.quick:
+        args.pretrain_steps = 3
+    run_info = pretrained_run(args.checkpoint, run_folder("pareto_run", args.quick),
+                              ["--run.steps", str(args.pretrain_steps)], quick=args.quick)
+    checkpoint = Path(run_info["path"])
+    output = output_path(f"{stem}.json", args.quick, args.output)
+    out = output.with_suffix("")
     empty_root, digits = out / "empty_data_root", out / "digits"
     empty_root.mkdir(parents=True, exist_ok=True)
     count = write_digits(digits) if not digits.is_dir() else sum(1 for _ in digits.rglob("*.png"))
-    sizes = ["300", "150", "2"] if args.quick else ["2000", "1000", "10"]
+    sizes = ["100", "50", "1"] if args.quick else ["2000", "1000", "10"]
     py = sys.executable
     tasks = [*READERS, "synthetic:shape", "synthetic:color", "synthetic:position", "synthetic:mirror"]
     times = {"suite": run([py, "-m", "vision.suite", "--checkpoint", str(checkpoint), "--data-root", str(empty_root),
@@ -79,12 +91,12 @@ def main() -> None:
                                     "--refine_epochs", "1", "--lrs", "[0.01]", "--weight_decays", "[0.0]"])
     times["digits_measure"] = run([py, "-m", "vision.measure", "--checkpoint", str(checkpoint), "--output",
                                    str(out / "digits_measure"), "--images", str(digits), "--sweep", "deterministic",
-                                   "--num_images", "200" if args.quick else "1000", "--interpolation_steps", "3"])
+                                   "--num_images", "100" if args.quick else "1000", "--interpolation_steps", "3"])
     suite = json.loads((out / "suite" / "suite.json").read_text())
     digits_report = json.loads((out / "digits_invariance.json").read_text())
     measured = json.loads((out / "digits_measure" / "measure.json").read_text())
     summary = {
-        "command": "python " + shlex.join(sys.argv), "checkpoint": str(checkpoint), "wall_time_s": times,
+        "benchmark": "suite_synthetic", "checkpoint": str(checkpoint), "run": run_info, "wall_time_s": times,
         "suite": {name: {"score": r["invariance"]["score"], "metric": r["metric"],
                          "invariance": r["invariance"]["invariance"]} for name, r in suite["results"].items()},
         "suite_missing": suite["missing"],
@@ -92,9 +104,11 @@ def main() -> None:
                    "invariance": digits_report["invariance"]},
         "digits_measure_cosine": {d: {f: v["cosine"] for f, v in r.items()} for d, r in measured["results"].items()},
     }
-    (RESULTS / f"{stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(output, summary, started)
     print((out / "suite" / "suite.md").read_text())
     print(json.dumps(summary["digits"], indent=2))
+    print(f"wrote {output}")
+    return summary
 
 
 if __name__ == "__main__":
