@@ -52,7 +52,8 @@ def test_suite_runs_present_tasks_and_lists_missing_ones(run_dir: Path, tmp_path
     assert summary["missing"] == [n for n in READERS if n not in ("pets", "lsp", "dtd")]
     assert list(summary["failed"]) == ["dtd"] and "dtd" in summary["failed"]["dtd"]
     pets = json.loads((out / "pets.json").read_text())
-    assert pets["metric"] == "mean_per_class" and 0 <= pets["score"] <= 1 and pets["num_test"] == 8
+    assert pets["metric"] == "mean_per_class" and pets["num_test"] == 8
+    assert pets["score"] == 1.0  # each class is one solid colour: any encoder separates them, a misaligned label not
     assert all(0 < v < 1 for v in pets["invariance"].values())
     lsp = json.loads((out / "lsp.json").read_text())
     assert lsp["metric"] == "r2" and lsp["num_train"] == 9 and lsp["num_test"] == 6

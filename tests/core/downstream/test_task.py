@@ -100,6 +100,6 @@ def test_a_uint8_task_with_its_transform() -> None:
                     transform=lambda b: (b.float() / 127.5 - 1) * scale)
     result = linear_probe(PlantedEncoder(1), task, [1.0, 0.5],
                           ProbeConfig.linear(epochs=2, lrs=(1e-2,), weight_decays=(0.0,)))
-    assert 0.0 <= result.score <= 1.0
+    assert result.score >= 0.75  # the planted signal survives the bytes (chance: 0.25)
     with pytest.raises(ValueError, match="transform"):
         linear_probe(PlantedEncoder(1), dataclasses.replace(task, transform=None), [1.0, 0.5])
