@@ -4,7 +4,7 @@ Two spaces, registered with core through the ``amortised_invariance.spaces`` ent
 (so ``InvarianceSpace.from_name("vision_groups")`` builds them); their names and order never change, because
 checkpoints and reports store them:
 
-- ``vision_groups``: the paper's two groups (§4.1 of [0]): ``spatial`` (random resized crop and horizontal flip) and
+- ``vision_groups``: the paper's two groups (sec. 4.1 of [0]): ``spatial`` (random resized crop and horizontal flip) and
   ``appearance`` (colour jitter, grayscale and blur); ``min_active=1``, 3 training descriptors.
 - ``vision_individual``: the five SimCLR augmentations one by one; ``min_active=2``, 26 training descriptors.
 

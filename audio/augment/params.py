@@ -1,7 +1,8 @@
 """The seven CLAR factors and their random parameters, drawn per example and per view.
 
-Factors, in the order of the audio descriptor space (SPEC §3, §7; CLAR paper definitions, CLAR code values where
-the paper is silent; ``shared/reference/audio-protocol.md`` §4, D6), with L the clip length in samples:
+Factors, in the order of the audio descriptor space, as the CLAR paper defines them (Al-Tahan and Mohsenzadeh,
+"CLAR: Contrastive Learning of Auditory Representations", AISTATS 2021, section 3), with the values of CLAR's
+public code where the paper is silent; L is the clip length in samples:
 
     - ``pitch_shift``: integer semitones in ``[-15, 15]``.
     - ``fade``: independent fade-in and fade-out lengths ``U{0..L/2}``, one shape (linear, logarithmic or
@@ -39,7 +40,7 @@ _SEED_BOUND = 2**62
 
 @dataclass(frozen=True)
 class AugmentSettings:
-    """Ranges of the seven factors (defaults: SPEC §7).
+    """Ranges of the seven factors (defaults: the ranges listed in the module docstring).
 
     Args:
         sample_rate: Waveform sample rate.

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import torchaudio.transforms as AT
 from torch import Tensor
 
-#: Phase-vocoder STFT (``shared/reference/audio-protocol.md`` D8): 512-point hann window, hop 128.
+#: Phase-vocoder STFT: 512-point hann window, hop 128.
 VOCODER_N_FFT = 512
 VOCODER_HOP = 128
 #: Largest denominator of the rational resampling ratio of a pitch shift (error below 0.01 semitone).

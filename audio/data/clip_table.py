@@ -1,8 +1,8 @@
 """The clip table a dataset reader returns: one row per audio file, with its class, clip id and recording group.
 
 A *group* is the recording a clip was cut from. Few-shot queries must come from another group than the support
-of their class: for VoxCeleb1 the group is the YouTube video (MetaAudio's ``Vox_NShotTaskSampler``,
-``shared/reference/audio-protocol.md`` §2.6); for every other set each clip is its own group, which reduces the
+of their class: for VoxCeleb1 the group is the YouTube video (the ``Vox_NShotTaskSampler`` of MetaAudio's public
+code); for every other set each clip is its own group, which reduces the
 rule to "queries disjoint from support".
 """
 

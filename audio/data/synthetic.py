@@ -1,4 +1,4 @@
-"""The embedded synthetic audio (SPEC §9): instrument-like tones with known timbre, pitch, onset and loudness.
+"""The embedded synthetic audio (no files): instrument-like tones with known timbre, pitch, onset and loudness.
 
 Item ``i`` of ``SyntheticTones(seed=s)`` is a pure function of ``(s, i)`` (a NumPy generator seeded with
 ``[s, i]``), so any subset renders the same samples, in any order, in any worker, with no files.

@@ -3,7 +3,7 @@
 MetaAudio computes ``librosa.feature.melspectrogram(y, sr=16000, n_mels=128, n_fft=1024, hop_length=512,
 power=2.0)`` with librosa 0.8's defaults (hann window, ``win_length = n_fft``, centred with reflect padding,
 Slaney mel scale and Slaney area normalisation, fmax = sr / 2) and takes ``10·log10(mel + 2.220446e-16)``, with
-no reference and no ``top_db`` (``shared/reference/audio-protocol.md`` §2.2). :class:`LogMel` computes the same
+no reference and no ``top_db`` (MetaAudio's public feature-extraction code). :class:`LogMel` computes the same
 numbers with ``torchaudio.transforms.MelSpectrogram`` on the model's device; a 5-s clip gives 157 frames, 4 s 126.
 """
 

@@ -2,7 +2,7 @@
 
 MetaAudio (Heggan et al. 2022) loads every clip mono at 16 kHz and z-normalises the *whole* clip before cutting it
 into non-overlapping chunks of L seconds; the last partial chunk, or a clip shorter than L, is tiled (repeated)
-to length L (``shared/reference/audio-protocol.md`` §2.1, §2.3).
+to length L (MetaAudio: A Few-Shot Audio Classification Benchmark, Heggan et al., ICANN 2022).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The invariance probe: learn a linear head and the descriptor together on a frozen encoder, by two routes.
 
-- :func:`invariance_probe` (paper [0] §4.2): the encoder is frozen; a linear head and the descriptor
+- :func:`invariance_probe` (paper [0], section 4.2): the encoder is frozen; a linear head and the descriptor
   ``i = sigmoid(θ)`` (θ = 0, i.e. i = 0.5, at the start) are learned together with Adam, the features being
   recomputed through the frozen encoder at the current ``i`` every step so that the loss reaches θ. The head sees
   standardised features and θ has its own, larger learning rate: without them the route under-trained (see

@@ -20,14 +20,14 @@ from core.checkpoint import (
 from core.invariance import InvarianceSpace
 
 GROUPS = InvarianceSpace.from_name("vision_groups")
-SPEC = {"factory": "tests.core.test_checkpoint:tiny", "name": "tiny", "kwargs": {"width": 4}}
+RECIPE = {"factory": "tests.core.test_checkpoint:tiny", "name": "tiny", "kwargs": {"width": 4}}
 
 
 def tiny(name: str, space: InvarianceSpace, width: int) -> HyperResNet:
     return HyperResNet(space, depth=18, width=width, stem_kernel_size=3, stem_stride=1, stem_pool=False, hidden_dim=2)
 
 
-register_encoder_factory(SPEC["factory"], tiny)
+register_encoder_factory(RECIPE["factory"], tiny)
 
 
 def trained(seed: int) -> HyperResNet:
@@ -49,11 +49,11 @@ def outputs(model: torch.nn.Module, device: torch.device) -> torch.Tensor:
 def test_encoder_files_hold_only_the_encoder_and_load_without_the_checkpoint(
         tmp_path: Path, device: torch.device, monkeypatch: pytest.MonkeyPatch) -> None:
     online, momentum = trained(0), trained(1)
-    save_encoder(tmp_path, online, SPEC, GROUPS, step=7, momentum_encoder=momentum)
+    save_encoder(tmp_path, online, RECIPE, GROUPS, step=7, momentum_encoder=momentum)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder.json", "encoder.safetensors",
                                                           "momentum_encoder.safetensors"]  # no temporary files
     recipe = json.loads((tmp_path / "encoder.json").read_text())
-    assert recipe == {"encoder": SPEC, "space": GROUPS.to_dict(), "step": 7,
+    assert recipe == {"encoder": RECIPE, "space": GROUPS.to_dict(), "step": 7,
                       "weights": {"online": "encoder.safetensors", "momentum": "momentum_encoder.safetensors"}}
     with safe_open(str(tmp_path / "encoder.safetensors"), framework="pt") as f:
         assert set(f.keys()) == set(online.state_dict())  # the backbone's tensors, nothing else
@@ -72,11 +72,11 @@ def test_encoder_files_hold_only_the_encoder_and_load_without_the_checkpoint(
 
 
 def test_missing_momentum_untrusted_factory_and_corrupt_weights_are_clear_errors(tmp_path: Path) -> None:
-    save_encoder(tmp_path, trained(0), SPEC, GROUPS, step=1)
+    save_encoder(tmp_path, trained(0), RECIPE, GROUPS, step=1)
     with pytest.raises(CheckpointError, match="no momentum encoder"):
         load_encoder(tmp_path, momentum=True)
     recipe = json.loads((tmp_path / "encoder.json").read_text())
-    (tmp_path / "encoder.json").write_text(json.dumps(recipe | {"encoder": SPEC | {"factory": "os:system"}}))
+    (tmp_path / "encoder.json").write_text(json.dumps(recipe | {"encoder": RECIPE | {"factory": "os:system"}}))
     with pytest.raises(CheckpointError, match="untrusted encoder factory 'os:system'"):
         load_encoder(tmp_path)
     (tmp_path / "encoder.json").write_text(json.dumps(recipe))
@@ -90,7 +90,7 @@ def test_older_runs_fall_back_to_the_checkpoint_read_weights_only(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     online = trained(0)
     state = {"model": {f"backbone.{k}": v for k, v in online.state_dict().items()}, "space": GROUPS.to_dict(),
-             "encoder": SPEC, "config": {"data": {"image_size": 8}}}
+             "encoder": RECIPE, "config": {"data": {"image_size": 8}}}
     save_checkpoint(state, tmp_path / "checkpoint.pt")
     calls = []
     real = torch.load

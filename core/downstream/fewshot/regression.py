@@ -1,6 +1,6 @@
 """Few-shot (low-shot) regression: ridge readouts on small seeded subsets of the training set, R² with a 95 % CI.
 
-The paper's Tables 2 and 5 ([0], §5 and A.2) repeatedly sample a small fraction ``s`` of a regression training set
+The paper's Tables 2 and 5 ([0], sec. 5, app. A.2) repeatedly sample a small fraction ``s`` of a regression training set
 (5 %, 10 %, 20 %) and fit a linear readout on it; the score is R² over the whole test set, averaged over the
 splits with a normal 95 % interval. Here each of ``num_splits`` seeded subsets (:func:`lowshot_splits`) gets:
 
