@@ -300,12 +300,12 @@ def main(argv: list[str] | None = None) -> dict | None:
             report["batchnorm_mismatch"] = batchnorm_mismatch(encoder, data.x_train[:256])
         report["tasks"][task] = {"metric": data.metric}
         for seed in seeds:
-            started = time.perf_counter()
+            task_began = time.perf_counter()
             entry = run_task(encoder, data, args, seed)
             report["tasks"][task][str(seed)] = entry
             g, r = entry["gradient"], entry["grid_refine"]
             print(f"{task} seed {seed}: gradient {g['score']:.3f} at {g['descriptor']} | grid + refine "
-                  f"{r['score']:.3f} at {r['descriptor']} ({time.perf_counter() - started:.0f} s)", flush=True)
+                  f"{r['score']:.3f} at {r['descriptor']} ({time.perf_counter() - task_began:.0f} s)", flush=True)
     report["total_wall_time_s"] = time.perf_counter() - began
     print_table(report)
     write_json(args.output, report, started)
