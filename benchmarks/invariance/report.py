@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from benchmarks.invariance.claims import claims, main_readout, markdown_claims
+from benchmarks.invariance.claims import claims, main_readout, markdown_claims, markdown_verdict
 from benchmarks.invariance.recipes import Recipe
 from benchmarks.invariance.tasks import METRICS, TASKS
 
@@ -206,7 +206,8 @@ def markdown(modality: str, report: Mapping[str, Any]) -> str:
     summary = report["summary"]
     tasks = list(summary["scores"])
     metric = report["metrics"]
-    lines = [f"### {modality}: scores (mean over seeds, 95 % t-interval over seeds)", "", _inputs(report), "",
+    lines = [markdown_verdict(modality, summary["claims"]),
+             f"### {modality}: scores (mean over seeds, 95 % t-interval over seeds)", "", _inputs(report), "",
              "| column | seeds | " + " | ".join(f"{t} ({metric[t]})" for t in tasks) + " |",
              "|---|---|" + "---|" * len(tasks)]
     for column in next(iter(summary["scores"].values())):
