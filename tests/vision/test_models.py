@@ -47,7 +47,7 @@ def test_unknown_backbone() -> None:
         create_backbone("resnet7", GROUPS)
 
 
-def test_plain_prompt_vit_equals_timm_vit() -> None:
+def test_plain_prompt_vit_equals_timm_vit(device: torch.device) -> None:
     torch.manual_seed(0)
     arch = {"img_size": 32, "patch_size": 8, "embed_dim": 48, "depth": 3, "num_heads": 3}
     plain = PromptViT(GROUPS, conditioned=False, **arch)
@@ -58,35 +58,43 @@ def test_plain_prompt_vit_equals_timm_vit() -> None:
     plain.eval(), reference.eval(), model.eval()
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
-        assert torch.equal(plain(x, torch.tensor([1.0, 0.0])), reference(x))
-        tokens = model.forward_features(x, torch.tensor([1.0, 1.0]))
-        assert tokens.shape == (3, 1 + 16 + 1, 48)  # CLS, 16 patches, prompt token at the end
-        assert not torch.equal(model(x, torch.tensor([1.0, 1.0])), reference(x))
+        on_cpu = reference(x)  # the CPU reference of the device run
+    plain.to(device), reference.to(device), model.to(device)
+    x = x.to(device)
+    with torch.no_grad():
+        expected = reference(x)
+        torch.testing.assert_close(expected.cpu(), on_cpu, rtol=1e-4, atol=1e-5)
+        assert torch.equal(plain(x, torch.tensor([1.0, 0.0], device=device)), expected)
+        tokens = model.forward_features(x, torch.tensor([1.0, 1.0], device=device))
+        assert tokens.shape == (3, 1 + 16 + 1, 48) and tokens.device == x.device  # CLS, 16 patches, prompt last
+        assert not torch.equal(model(x, torch.tensor([1.0, 1.0], device=device)), expected)
 
 
-def test_prompt_vit_refuses_a_missing_descriptor() -> None:
-    model = tiny("prompt_vit_tiny")
+def test_prompt_vit_refuses_a_missing_descriptor(device: torch.device) -> None:
+    model = tiny("prompt_vit_tiny").to(device)
+    x = torch.randn(2, 3, 32, 32, device=device)
     with pytest.raises(ValueError, match="needs an invariance descriptor"):
-        model(torch.randn(2, 3, 32, 32), None)
+        model(x, None)
     with pytest.raises(ValueError):
-        model(torch.randn(2, 3, 32, 32), torch.tensor([1.0, 0.0, 1.0]))  # wrong length
+        model(x, torch.tensor([1.0, 0.0, 1.0], device=device))  # wrong length
+    assert model(x, torch.tensor([1.0, 0.0], device=device)).shape == (2, model.num_features)
 
 
-def test_patch_dropout_keeps_the_prompt_token() -> None:
+def test_patch_dropout_keeps_the_prompt_token(device: torch.device) -> None:
     torch.manual_seed(0)
     model = PromptViT(GROUPS, num_projectors=2, img_size=32, patch_size=8, embed_dim=48, depth=1, num_heads=3,
-                      patch_drop_rate=0.75).train()
-    invariance = torch.tensor([1.0, 0.0])
-    tokens = model.forward_features(torch.randn(2, 3, 32, 32), invariance)
+                      patch_drop_rate=0.75).to(device).train()
+    invariance = torch.tensor([1.0, 0.0], device=device)
+    tokens = model.forward_features(torch.randn(2, 3, 32, 32, device=device), invariance)
     assert tokens.shape == (2, 1 + 4 + 1, 48)  # CLS, 4 of 16 patches kept, and the prompt
     # The last token is the prompt's: changing only the descriptor changes it even before any block mixes tokens.
     model.blocks = torch.nn.Sequential()
     model.norm = torch.nn.Identity()
-    x = torch.randn(2, 3, 32, 32)
-    torch.manual_seed(1)
+    x = torch.randn(2, 3, 32, 32, device=device)
+    torch.manual_seed(1)  # seeds the CUDA generators too: both calls drop the same patches
     a = model.forward_features(x, invariance)
     torch.manual_seed(1)
-    b = model.forward_features(x, torch.tensor([0.0, 1.0]))
+    b = model.forward_features(x, torch.tensor([0.0, 1.0], device=device))
     torch.testing.assert_close(a[:, :-1], b[:, :-1])
     torch.testing.assert_close(a[:, -1], model.prompt(invariance).expand(2, -1))
 
