@@ -30,8 +30,10 @@ def evaluate_args(run_dir: Path, task: str, mode: str, **extra: str) -> evaluate
 
 @pytest.mark.parametrize("task, route", [("synthetic:shape", "gradient"), ("synthetic:color", "gradient"),
                                          ("synthetic:position", "both"), ("synthetic:mirror", "gradient")])
-def test_invariance_mode_reports_every_synthetic_task(run_dir: Path, task: str, route: str) -> None:
-    report = evaluate.main(evaluate_args(run_dir, task, "invariance", route=route, progress="false"))
+def test_invariance_mode_reports_every_synthetic_task(run_dir: Path, task: str, route: str,
+                                                      device: torch.device) -> None:
+    report = evaluate.main(evaluate_args(run_dir, task, "invariance", route=route, progress="false",
+                                         device=str(device)))
     saved = json.loads((run_dir / "invariance.json").read_text())
     assert saved["task"] == task and saved["score"] == report["score"]
     assert saved["metric"] == ("r2" if task.endswith("position") else "top1")
@@ -58,9 +60,9 @@ def test_invariance_mode_reports_every_synthetic_task(run_dir: Path, task: str, 
 
 
 @pytest.mark.parametrize("mode", ["linear", "finetune", "fewshot"])
-def test_baseline_and_fewshot_modes(run_dir: Path, mode: str) -> None:
+def test_baseline_and_fewshot_modes(run_dir: Path, mode: str, device: torch.device) -> None:
     extra = {"invariance": "spatial=1"} if mode == "linear" else {}
-    report = evaluate.main(evaluate_args(run_dir, "synthetic:shape", mode, **extra))
+    report = evaluate.main(evaluate_args(run_dir, "synthetic:shape", mode, device=str(device), **extra))
     assert report["wall_time_s"] > 0  # the scores of a 3-step encoder are near chance: see the planted tests below
     if mode == "linear":
         assert report["invariance"] == {"spatial": 1.0, "appearance": 0.0}
@@ -82,10 +84,10 @@ def test_evaluate_errors(run_dir: Path) -> None:
         evaluate.main(evaluate_args(run_dir, "synthetic:position", "fewshot"))
 
 
-def test_measure_writes_table_and_plots(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
+def test_measure_writes_table_and_plots(run_dir: Path, capsys: pytest.CaptureFixture, device: torch.device) -> None:
     out = run_dir / "measure"
     cfg = load(measure.MeasureConfig, ["--checkpoint", str(run_dir), "--output", str(out), "--num_images", "32",
-                                       "--num_copies", "2", "--interpolation_steps", "2"])
+                                       "--num_copies", "2", "--interpolation_steps", "2", "--device", str(device)])
     report = measure.main(cfg)
     bars = capsys.readouterr().err
     assert "descriptors" in bars and "interpolation" in bars and "factors" in bars
@@ -102,7 +104,7 @@ def _refuse(*args: object, **kwargs: object) -> None:
 
 
 def test_invariance_mode_runs_one_route_by_default(run_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   capsys: pytest.CaptureFixture) -> None:
+                                                   capsys: pytest.CaptureFixture, device: torch.device) -> None:
     # The bare command used to run both routes (four sweep configurations each) in silence.
     cfg = load(evaluate.EvaluateConfig, ["--checkpoint", str(run_dir), "--output", str(run_dir / "bare.json")])
     assert cfg.route == "gradient" and cfg.task == "synthetic:color" and cfg.mode == "invariance" and cfg.progress
@@ -113,7 +115,7 @@ def test_invariance_mode_runs_one_route_by_default(run_dir: Path, monkeypatch: p
     assert baseline["lrs"] == list(driver.BASELINE_LRS) and baseline["epochs"] == driver.BASELINE_EPOCHS
 
     monkeypatch.setattr(driver, "grid_refine_probe", _refuse)
-    report = evaluate.main(evaluate_args(run_dir, "synthetic:color", "invariance"))
+    report = evaluate.main(evaluate_args(run_dir, "synthetic:color", "invariance", device=str(device)))
     assert report["route"] == "gradient" and set(report["routes"]) == {"gradient"}
     bars = capsys.readouterr().err  # tqdm bars: the stages by name, and the bound's feature pass
     for stage in ("evaluate", "load encoder", "data", "gradient route", "bound", "bound: features"):
@@ -123,7 +125,7 @@ def test_invariance_mode_runs_one_route_by_default(run_dir: Path, monkeypatch: p
     monkeypatch.undo()
     monkeypatch.setattr(driver, "invariance_probe", _refuse)
     report = evaluate.main(evaluate_args(run_dir, "synthetic:color", "invariance", route="grid_refine",
-                                         progress="false"))
+                                         progress="false", device=str(device)))
     assert report["route"] == "grid_refine" and set(report["routes"]) == {"grid_refine"}
     assert report["score"] == report["routes"]["grid_refine"]["score"]
     assert capsys.readouterr().err == ""  # --progress false: no bars
@@ -181,7 +183,8 @@ def test_radar_legend_leaves_the_factor_labels_readable() -> None:
 
 
 def test_measure_reuses_the_descriptors_for_the_interpolation_endpoints(run_dir: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                        monkeypatch: pytest.MonkeyPatch,
+                                                                        device: torch.device) -> None:
     import core.downstream.measure as core_measure
 
     calls = []
@@ -194,17 +197,18 @@ def test_measure_reuses_the_descriptors_for_the_interpolation_endpoints(run_dir:
     monkeypatch.setattr(core_measure, "measure_invariance", counted)
     monkeypatch.setattr(measure, "measure_invariance", counted)
     cfg = load(measure.MeasureConfig, ["--checkpoint", str(run_dir), "--output", str(run_dir / "m"), "--num_images",
-                                       "16", "--num_copies", "1", "--interpolation_steps", "3", "--progress", "false"])
+                                       "16", "--num_copies", "1", "--interpolation_steps", "3", "--progress", "false",
+                                       "--device", str(device)])
     report = measure.main(cfg)
     assert len(calls) == 3 + 3 - 2  # three descriptors, one new interpolation point
     first, last = list(report["results"].values())[0], list(report["results"].values())[-1]
     assert report["interpolation"][0]["factors"] == first and report["interpolation"][-1]["factors"] == last
     # Reuse is exact: measuring the endpoints again gives the same numbers.
-    encoder = measure.NormalizedEncoder(load_encoder(run_dir)).eval()
-    images = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    encoder = measure.NormalizedEncoder(load_encoder(run_dir, map_location=device)).to(device).eval()
+    images = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(device)
     transforms = measure.factor_transforms(32)
     space = encoder.encoder.space
-    start, end = space.descriptors[0], space.descriptors[-1]
+    start, end = space.descriptors[0].to(device), space.descriptors[-1].to(device)
     fresh = core_measure.interpolation_curve(encoder, images, start, end, 2, transforms, num_copies=1, batch_size=8)
     reused = core_measure.interpolation_curve(encoder, images, start, end, 2, transforms, num_copies=1, batch_size=8,
                                               endpoints=(fresh[0]["factors"], fresh[1]["factors"]))

@@ -44,11 +44,12 @@ def tiny_config(tmp_path: Path, method: str, **overrides) -> PretrainConfig:
     # fill with real keys (one batch per descriptor here); compare from then on, over 30 steps.
     [("simclr", 20, 0), ("mocov2", 30, 3), ("mocov3", 20, 0)],
 )
-def test_short_run_reduces_the_loss(tmp_path: Path, method: str, steps: int, warm: int) -> None:
+def test_short_run_reduces_the_loss(tmp_path: Path, method: str, steps: int, warm: int,
+                                    device: torch.device) -> None:
     # Round-robin descriptors so both windows see the same descriptor mix.
     queue = {"method.queue_size": 32} if method == "mocov2" else {}
     cfg = tiny_config(tmp_path, method, **{"run.descriptor_sampling": "round_robin", "run.steps": steps,
-                                           "optim.lr": 1e-2, **queue})
+                                           "optim.lr": 1e-2, "run.device": str(device), **queue})
     summary = main(cfg)
     out = Path(summary["output"])
     losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -57,14 +58,14 @@ def test_short_run_reduces_the_loss(tmp_path: Path, method: str, steps: int, war
     assert last < first - 0.05, (first, last)
     saved = json.loads((out / "config.json").read_text())
     assert saved["method"]["name"] == method and saved["model"]["width"] == 8
-    encoder = load_encoder(out)
-    feats = encoder(torch.randn(2, 3, 32, 32), torch.tensor([1.0, 0.0]))
-    assert feats.shape == (2, encoder.num_features)
+    encoder = load_encoder(out, map_location=device)
+    feats = encoder(torch.randn(2, 3, 32, 32, device=device), torch.tensor([1.0, 0.0], device=device))
+    assert feats.shape == (2, encoder.num_features) and feats.device == torch.device(device)
 
 
-def test_fixed_descriptor_baseline_uses_one_descriptor(tmp_path: Path) -> None:
+def test_fixed_descriptor_baseline_uses_one_descriptor(tmp_path: Path, device: torch.device) -> None:
     cfg = tiny_config(tmp_path, "simclr", **{"model.backbone": "resnet18", "model.fixed_descriptor": "appearance",
-                                             "run.steps": 4})
+                                             "run.steps": 4, "run.device": str(device)})
     main(cfg)
     records = [json.loads(line) for line in (tmp_path / "simclr" / "metrics.jsonl").read_text().splitlines()]
     assert {r["invariance"] for r in records} == {"spatial=0.00 appearance=1.00"}
@@ -131,18 +132,18 @@ def tiny_moco(*flags: str) -> MoCoV2:
 
 
 @pytest.mark.parametrize("symmetric, enqueued", [("true", 48), ("false", 24)])
-def test_mocov2_symmetric_enqueues_both_views_keys(symmetric: str, enqueued: int) -> None:
-    learner = tiny_moco("--method.symmetric", symmetric)
-    views = torch.randn(2, 8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+def test_mocov2_symmetric_enqueues_both_views_keys(symmetric: str, enqueued: int, device: torch.device) -> None:
+    learner = tiny_moco("--method.symmetric", symmetric).to(device)
+    views = torch.randn(2, 8, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(device)
     for _ in range(3):  # 3 steps of batch 8 on a 64-slot queue
         learner(views[0], views[1], 1)
     assert int(learner.queues.ptr[1]) == enqueued and int(learner.queues.ptr.sum()) == enqueued
 
 
-def test_mocov2_bn_groups_normalises_keys_in_that_many_groups() -> None:
-    grouped, default = tiny_moco("--method.bn_groups", "2"), tiny_moco()
+def test_mocov2_bn_groups_normalises_keys_in_that_many_groups(device: torch.device) -> None:
+    grouped, default = tiny_moco("--method.bn_groups", "2").to(device), tiny_moco().to(device)
     assert grouped.local_bn_groups(64) == 2 and default.local_bn_groups(64) == 4  # the default would use 4
-    x = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(device)
     far, near = x.clone(), x.clone()
     far[16] += 1.0  # in the other key group than sample 0 with 2 groups, in the same with 4
     near[1] += 1.0  # in sample 0's key group either way
@@ -203,9 +204,10 @@ BEYOND = ["--model.width", "4", "--model.hidden_dim", "2", "--data.synthetic_siz
 
 @pytest.mark.parametrize("method, flags", [("simclr", []), ("mocov3", []),
                                            ("mocov2", ["--method.queue_size", "16", "--method.head", "shared"])])
-def test_descriptor_groups_run_three_steps(tmp_path: Path, method: str, flags: list[str]) -> None:
+def test_descriptor_groups_run_three_steps(tmp_path: Path, method: str, flags: list[str],
+                                           device: torch.device) -> None:
     cfg = load(PretrainConfig, [*BEYOND, "--method", method, *flags, "--run.descriptors_per_step", "2",
-                                "--output", str(tmp_path)], aliases=ALIASES)
+                                "--output", str(tmp_path), "--run.device", str(device)], aliases=ALIASES)
     assert main(cfg)["step"] == 3
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["descriptors"] for r in records] == [2, 2, 2] and all(map(torch.isfinite, torch.tensor(

@@ -39,14 +39,15 @@ def _fake_root(root: Path) -> None:
         Image.fromarray(pixels).save(lsp / "images" / f"im{k + 1:04d}.jpg")
 
 
-def test_suite_runs_present_tasks_and_lists_missing_ones(run_dir: Path, tmp_path: Path) -> None:
+def test_suite_runs_present_tasks_and_lists_missing_ones(run_dir: Path, tmp_path: Path, device) -> None:
     root = tmp_path / "data"
     _fake_root(root)
     (root / "dtd").mkdir()  # present but empty: reported as failed, the suite goes on
     out = tmp_path / "suite"
     cfg = load(suite.SuiteConfig, ["--checkpoint", str(run_dir), "--data-root", str(root), "--output", str(out),
                                    "--epochs", "1", "--refine_epochs", "0", "--batch_size", "16", "--lrs", "[0.01]",
-                                   "--weight_decays", "[0.0]", "--lowshot_splits", "4", "--progress", "false"])
+                                   "--weight_decays", "[0.0]", "--lowshot_splits", "4", "--progress", "false",
+                                   "--device", str(device)])
     summary = suite.main(cfg)
     assert summary["ran"] == ["pets", "lsp"]
     assert summary["missing"] == [n for n in READERS if n not in ("pets", "lsp", "dtd")]
@@ -69,7 +70,7 @@ def test_suite_runs_present_tasks_and_lists_missing_ones(run_dir: Path, tmp_path
                                             "--tasks", "[imagenet]"]))
 
 
-def test_measure_on_an_image_folder_with_deterministic_sweeps(run_dir: Path, tmp_path: Path) -> None:
+def test_measure_on_an_image_folder_with_deterministic_sweeps(run_dir: Path, tmp_path: Path, device) -> None:
     from vision import measure
     from vision.measure_grids import grid_values
 
@@ -80,7 +81,7 @@ def test_measure_on_an_image_folder_with_deterministic_sweeps(run_dir: Path, tmp
                                                                                      / f"{k % 3}" / f"{k}.png")
     cfg = load(measure.MeasureConfig, ["--checkpoint", str(run_dir), "--output", str(tmp_path / "m"), "--images",
                                        str(tmp_path / "photos"), "--sweep", "deterministic", "--num_images", "8",
-                                       "--interpolation_steps", "2"])
+                                       "--interpolation_steps", "2", "--device", str(device)])
     report = measure.main(cfg)
     assert report["num_images"] == 8 and report["num_copies"] == 1 and report["sweep"] == "deterministic"
     (scores,) = list(report["results"].values())[:1]
